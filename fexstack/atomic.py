@@ -1,0 +1,100 @@
+"""Writes that are all or nothing: a temp name beside the target, then rename.
+
+A build killed at any moment leaves either the old file, the new file, or a temp file
+that no later step takes as an output (temp names start with ``.tmp-``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+TMP_PREFIX = ".tmp-"
+
+
+def write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (fsync'd temp file, then rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX + path.name + ".", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def write_text(path: Path, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` atomically."""
+    write_bytes(path, text.encode("utf-8"))
+
+
+def write_if_changed(path: Path, data: bytes) -> bool:
+    """Write ``data`` only if the file's bytes differ; True when it wrote.
+
+    Leaves the mtime of an unchanged file alone so later steps stay up to date.
+    """
+    try:
+        if path.read_bytes() == data:
+            return False
+    except FileNotFoundError:
+        pass
+    write_bytes(path, data)
+    return True
+
+
+@contextlib.contextmanager
+def temp_path(path: Path) -> Iterator[Path]:
+    """Yield a temp path beside ``path``; on success rename it onto ``path``.
+
+    For files written by external tools (mkfs.erofs, downloads). On failure the temp
+    path is removed and ``path`` is left as it was.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f"{TMP_PREFIX}{path.name}.{os.getpid()}"
+    remove(tmp)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        remove(tmp)
+        raise
+
+
+@contextlib.contextmanager
+def temp_dir(path: Path) -> Iterator[Path]:
+    """Yield an empty temp directory beside ``path``; on success it replaces ``path``.
+
+    The old tree is moved aside and removed only after the new one is in place.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{path.name}.", dir=path.parent))
+    try:
+        yield tmp
+        old = None
+        if path.exists() or path.is_symlink():
+            old = path.parent / f"{TMP_PREFIX}{path.name}.old.{os.getpid()}"
+            remove(old)
+            os.replace(path, old)
+        os.replace(tmp, path)
+        if old is not None:
+            remove(old)
+    except BaseException:
+        remove(tmp)
+        raise
+
+
+def remove(path: Path) -> None:
+    """Remove a file, symlink or tree if it exists (never follows a symlink)."""
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    elif path.is_dir():
+        shutil.rmtree(path)

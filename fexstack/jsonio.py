@@ -1,0 +1,50 @@
+"""Evidence as sorted JSON, validated against the JSON Schemas shipped with fexstack."""
+
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+
+from fexstack import atomic
+
+SCHEMA_DIRS = tuple(
+    Path(__file__).resolve().parent.parent / pkg / "schemas"
+    for pkg in ("fexstack", "overlays", "invariants", "runner")
+)
+
+
+def dumps(obj: Any) -> str:
+    """Deterministic JSON text: sorted keys, two-space indent, trailing newline."""
+    return json.dumps(obj, sort_keys=True, indent=2, ensure_ascii=False) + "\n"
+
+
+@functools.cache
+def schema(name: str) -> dict[str, Any]:
+    """The schema ``<name>.schema.json`` from any package's ``schemas/`` folder."""
+    for folder in SCHEMA_DIRS:
+        path = folder / f"{name}.schema.json"
+        if path.exists():
+            loaded: dict[str, Any] = json.loads(path.read_text())
+            jsonschema.Draft202012Validator.check_schema(loaded)
+            return loaded
+    raise KeyError(f"no schema named {name!r} in {', '.join(map(str, SCHEMA_DIRS))}")
+
+
+def validate(obj: Any, schema_name: str) -> None:
+    """Raise ``jsonschema.ValidationError`` if ``obj`` does not match the schema."""
+    jsonschema.Draft202012Validator(schema(schema_name)).validate(obj)
+
+
+def write(path: Path, obj: Any, schema_name: str | None = None) -> None:
+    """Validate (when a schema is named) and write ``obj`` atomically as sorted JSON."""
+    if schema_name is not None:
+        validate(obj, schema_name)
+    atomic.write_text(path, dumps(obj))
+
+
+def read(path: Path) -> Any:
+    return json.loads(path.read_text())

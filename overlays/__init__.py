@@ -1,0 +1,1 @@
+"""Overlay building: stacks, lock, fetch, stage, image and manifest."""

@@ -1,0 +1,1 @@
+"""pytest fixtures of the fixture factory (filled in by the factory module)."""
