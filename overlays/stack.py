@@ -3,18 +3,62 @@
 TOML is parsed once, here, validated against JSON Schemas (``overlays/schemas``) and
 turned into frozen dataclasses. Everything downstream takes these objects, never raw
 TOML. Relative paths are relative to the file that names them; ``~`` expands.
+
+Rules a user relies on:
+
+- ``[stack].include`` names other stacks whose ``[seeds]``, ``[exclude]``, waivers and
+  ``allow_elf`` entries merge in, recursively. On a seed name clash the including stack's
+  own seed wins, then the includes in the order listed (depth first). Only the stack being
+  loaded governs ``[stack]`` class and base, ``[source]``, ``[policy].allow_32bit``,
+  ``[image]`` and ``[app]``: those tables of an included stack are validated but ignored.
+- A stack used only through ``include`` may omit ``[stack].base`` and ``[source]``;
+  loading such a stack by itself fails with a message saying what is missing.
+  :func:`buildable` lists the stacks that can be built on their own.
+- A built stack needs at least one seed after merging, a base and a ``[source]`` release
+  (a TOML string: ``release = "44"``).
+- ``gpgkey`` entries of ``stacks/repos.toml`` are file:// URLs or paths; they are kept as
+  absolute paths (``Repo.gpgkey``), with ``Repo.gpgkey_urls`` giving the file:// form.
+- ``[[policy.waiver]].invariant`` is checked here only for its form; the check step
+  knows the invariant names and rejects unknown ones.
+- Base paths (image, package list, overlays) need not exist when a base is loaded; the
+  steps that read them check. The package list may be a glob that must match exactly one
+  file (see :func:`overlays.basepkgs.resolve`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import difflib
+import hashlib
+import json
+import os
+import re
+import tomllib
+import urllib.parse
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
+from typing import Any
+
+import jsonschema
+
+from fexstack import jsonio
+from fexstack.errors import ConfigError
 
 CLASSES = ("deps", "base", "base-refresh")
 GPU_MODES = ("drm", "venus", "software")
+COMPRESSIONS = ("lz4hc", "lz4", "none")  # what the muvm guest kernel's EROFS mounts
+SANITIZE_STEPS = ("strip-gnu-property",)
 DEFAULT_LIB_DIRS = ("/lib64", "/usr/lib64")
+DEFAULT_ARCH = "x86_64"
+REPOS_FILE = "repos.toml"
+BASES_DIR = "bases"
+LOCK_SUFFIX = ".lock.toml"
+INPUTS_FORMAT = 1
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
+_BARE_KEY_RE = re.compile(r"^[A-Za-z0-9_-]+$")
+_TOML_POS_RE = re.compile(r"\(at line (\d+), column (\d+)\)")
 
 
 def _frozen(mapping: Mapping[str, str] | None = None) -> Mapping[str, str]:
@@ -29,7 +73,7 @@ class Repo:
     baseurl: tuple[str, ...] = ()
     metalink: str | None = None
     gpgcheck: bool = False
-    gpgkey: tuple[str, ...] = ()  # file:// URLs or absolute paths, already resolved
+    gpgkey: tuple[str, ...] = ()  # absolute paths of key files (file:// URLs are converted)
 
     def expand(self, release: str, arch: str) -> Repo:
         """This repo with ``$releasever`` and ``$basearch`` substituted."""
@@ -45,6 +89,11 @@ class Repo:
             gpgkey=tuple(sub(k) for k in self.gpgkey),
         )
 
+    @property
+    def gpgkey_urls(self) -> tuple[str, ...]:
+        """The keys as file:// URLs (what libdnf5's ``gpgkey`` option takes)."""
+        return tuple("file://" + urllib.parse.quote(k) for k in self.gpgkey)
+
 
 @dataclass(frozen=True)
 class Base:
@@ -53,7 +102,7 @@ class Base:
     id: str
     path: Path  # the bases/<id>.toml file
     image: Path  # an EROFS image, or a directory holding the same tree
-    packages: Path | None  # a kiwi .packages list, or the lock of a base stack
+    packages: Path | None  # a kiwi .packages list (may be a glob), or the lock of a base stack
     overlays: tuple[Path, ...] = ()  # gpu overlay images, in order
     lib_dirs: tuple[str, ...] = DEFAULT_LIB_DIRS
 
@@ -110,3 +159,550 @@ class Stack:
     compression: str = "lz4hc"
     app: App | None = None
     files: tuple[Path, ...] = ()  # every file read to build this object (for task deps)
+    included: tuple[str, ...] = ()  # every stack merged in (transitively), in merge order
+
+
+# --- reading and validating ------------------------------------------------------------
+
+
+def _show(path: Path) -> str:
+    """``path`` as a user wants to read it: relative to the current directory if inside."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def _key(part: str | int) -> str:
+    text = str(part)
+    return text if _BARE_KEY_RE.match(text) else json.dumps(text)
+
+
+def key_path(parts: Sequence[str | int], header_depth: int = 1) -> str:
+    """A TOML-style key path: ``[app].env.HOME``, ``[stack].include[1]``, ``[repos.x].baseurl``."""
+    if not parts:
+        return "(top level)"
+    head = [p for p in parts[:header_depth]]
+    text = "[" + ".".join(_key(p) for p in head) + "]"
+    for part in parts[header_depth:]:
+        text += f"[{part}]" if isinstance(part, int) else "." + _key(part)
+    return text
+
+
+def _did_you_mean(word: str, choices: Iterable[str], what: str = "") -> str:
+    options = sorted(set(choices))
+    close = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
+    parts = []
+    if close:
+        parts.append(f"did you mean {close[0]!r}?")
+    if options:
+        parts.append(f"{what or 'allowed'}: {', '.join(options)}")
+    else:
+        parts.append(f"{what or 'allowed'}: none")
+    return " ".join(parts)
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    """Parse one TOML file; a missing or malformed file is a :class:`ConfigError`."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{_show(path)}: no such file", "check the name and folder") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{_show(path)}: cannot be read: {exc}", None) from exc
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        msg = getattr(exc, "msg", None) or _TOML_POS_RE.sub("", str(exc)).strip()
+        line, col = getattr(exc, "lineno", None), getattr(exc, "colno", None)
+        if line is None:
+            found = _TOML_POS_RE.search(str(exc))
+            line, col = (int(found[1]), int(found[2])) if found else (0, 0)
+        raise ConfigError(
+            f"{_show(path)}: line {line}, column {col}: not valid TOML: {msg}",
+            "fix the syntax there (strings need double quotes, tables are [name], "
+            "lists are [a, b])",
+        ) from exc
+
+
+_TOML_TYPES = {
+    "string": "a string",
+    "integer": "an integer",
+    "number": "a number",
+    "boolean": "a boolean (true or false)",
+    "array": "a list",
+    "object": "a table",
+}
+
+
+def _describe(value: Any) -> str:
+    """What a user wrote, in TOML words."""
+    if isinstance(value, bool):
+        return f"boolean {str(value).lower()}"
+    if isinstance(value, int):
+        return f"integer {value}"
+    if isinstance(value, float):
+        return f"float {value}"
+    if isinstance(value, str):
+        return f"string {json.dumps(value)}"
+    if isinstance(value, list):
+        return f"a list of {len(value)}"
+    if isinstance(value, dict):
+        return "a table"
+    return f"a date/time {value}"
+
+
+Problem = tuple[str, str, str | None]  # (key path, what is wrong, hint)
+
+
+def _translate(err: jsonschema.ValidationError, header_depth: int) -> list[Problem]:
+    """Turn one jsonschema error into problems in fexstack's words (no jsonschema text)."""
+    path: list[str | int] = list(err.absolute_path)
+    where = key_path(path, header_depth)
+    schema = err.schema if isinstance(err.schema, dict) else {}
+    described = schema.get("description")
+    value = err.instance
+    kind = err.validator
+
+    if "propertyNames" in err.absolute_schema_path:
+        name_path = key_path([*path, str(value)], header_depth)
+        return [(name_path, f"{json.dumps(value)} is not {described or 'a valid key'}", None)]
+    if kind == "additionalProperties":
+        allowed = list(schema.get("properties", {}))
+        noun = "table" if not path else "key"
+        what = f"{where} accepts" if path else "tables"
+        return [
+            (key_path([*path, extra], header_depth), f"unknown {noun}",
+             _did_you_mean(extra, allowed, what))
+            for extra in sorted(k for k in value if k not in allowed)
+        ]
+    if kind == "required":
+        return [
+            (key_path([*path, k], header_depth), "missing (it is required)", None)
+            for k in err.validator_value
+            if k not in value
+        ]
+    found = _describe(value)
+    if kind == "type":
+        types = err.validator_value
+        types = types if isinstance(types, list) else [types]
+        expected = " or ".join(_TOML_TYPES.get(t, t) for t in types)
+        hint = None
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        if "string" in types and number and path and isinstance(path[-1], str):
+            hint = f'write it in double quotes: {_key(path[-1])} = "{value}"'
+        if isinstance(value, dict) and "object" not in types and path:
+            hint = (
+                "a dot in a bare key makes a nested table in TOML; quote a name that "
+                f'contains dots: "{path[-1]}.{next(iter(value), "")}" = ...'
+            )
+        return [(where, f"expected {expected}, found {found}", hint)]
+    if kind == "enum":
+        options = [str(o) for o in err.validator_value]
+        listed = ", ".join(json.dumps(o) for o in options)
+        expected = f"one of {listed}" if len(options) > 1 else listed
+        hints = []
+        if isinstance(value, str) and len(options) > 1:
+            hints.append(_did_you_mean(str(value), options, "allowed"))
+        if described:
+            hints.append(described)
+        return [(where, f"expected {expected}, found {found}", "; ".join(hints) or None)]
+    if kind == "pattern":
+        expected = described or f"a string matching {err.validator_value}"
+        return [(where, f"expected {expected}, found {found}", None)]
+    if kind == "minLength":
+        return [(where, f"expected a non-empty string, found {found}", None)]
+    if kind == "minItems":
+        n = err.validator_value
+        entries = "entry" if n == 1 else "entries"
+        return [(where, f"expected at least {n} {entries}, found {len(value)}", None)]
+    if kind == "uniqueItems":
+        texts = [json.dumps(v) for v in value]
+        dupes = sorted({t for t in texts if texts.count(t) > 1})
+        return [(where, f"lists {', '.join(dupes)} more than once", "list each once")]
+    if kind == "minimum":
+        return [(where, f"expected a number >= {err.validator_value}, found {found}", None)]
+    rule = json.dumps(err.validator_value, default=str)
+    return [(where, f"{found} does not satisfy {kind} {rule}", None)]
+
+
+def _validate(doc: dict[str, Any], schema_name: str, path: Path, header_depth: int = 1) -> None:
+    """Validate ``doc`` against ``<schema_name>.schema.json``; report every problem at once.
+
+    One line per problem, ``FILE: KEY PATH: what is wrong``; with several problems each
+    hint is prefixed with the key path it belongs to.
+    """
+    validator = jsonschema.Draft202012Validator(jsonio.schema(schema_name))
+    errors = sorted(
+        validator.iter_errors(doc), key=lambda e: ([str(p) for p in e.absolute_path], e.validator)
+    )
+    if not errors:
+        return
+    problems: list[Problem] = []
+    for err in errors:
+        problems += [p for p in _translate(err, header_depth) if p not in problems]
+    shown = _show(path)
+    message = "\n".join(f"{shown}: {where}: {what}" for where, what, _ in problems)
+    hints = [(where, hint) for where, _, hint in problems if hint]
+    if len(problems) == 1:
+        hint = hints[0][1] if hints else None
+    else:
+        hint = "\n".join(f"{where}: {hint}" for where, hint in hints) or None
+    raise ConfigError(message, hint)
+
+
+def _local_path(text: str, folder: Path) -> Path:
+    """``text`` as an absolute path: ``~`` expanded, relative to ``folder``, normalised."""
+    path = Path(text).expanduser()
+    if not path.is_absolute():
+        path = folder / path
+    return Path(os.path.normpath(path))
+
+
+# --- repos.toml ------------------------------------------------------------------------
+
+
+def load_repos(path: Path) -> dict[str, Repo]:
+    """The repositories of ``stacks/repos.toml``, by id, not yet expanded."""
+    path = Path(path).absolute()
+    doc = _read_toml(path)
+    _validate(doc, "repos", path, header_depth=2)
+    repos: dict[str, Repo] = {}
+    for repo_id, entry in sorted(doc["repos"].items()):
+        where = f"{_show(path)}: {key_path(['repos', repo_id], 2)}"
+        has_base, has_meta = "baseurl" in entry, "metalink" in entry
+        if has_base and has_meta:
+            raise ConfigError(
+                f"{where}: has both baseurl and metalink", "keep exactly one of them"
+            )
+        if not has_base and not has_meta:
+            raise ConfigError(
+                f"{where}: has neither baseurl nor metalink",
+                'add baseurl = ["https://..."] or metalink = "https://..."',
+            )
+        gpgcheck = bool(entry.get("gpgcheck", False))
+        keys = tuple(_key_file(k, path.parent) for k in entry.get("gpgkey", []))
+        if gpgcheck and not keys:
+            raise ConfigError(
+                f"{where}: gpgcheck = true but no gpgkey is given",
+                'add gpgkey = ["file:///etc/pki/rpm-gpg/..."], or set gpgcheck = false',
+            )
+        repos[repo_id] = Repo(
+            id=repo_id,
+            baseurl=tuple(entry.get("baseurl", ())),
+            metalink=entry.get("metalink"),
+            gpgcheck=gpgcheck,
+            gpgkey=keys,
+        )
+    return repos
+
+
+def _key_file(text: str, folder: Path) -> str:
+    if text.startswith("file://"):
+        parsed = urllib.parse.urlparse(text)
+        # file:///abs (empty host) and file://localhost/abs are local; nothing else is.
+        text = urllib.parse.unquote(parsed.path) if parsed.netloc in ("", "localhost") else text
+    return str(_local_path(text, folder))
+
+
+# --- bases/<id>.toml -------------------------------------------------------------------
+
+
+def load_base(bases_dir: Path, id: str) -> Base:
+    """The base ``<bases_dir>/<id>.toml``. Its files are not required to exist yet."""
+    bases_dir = Path(bases_dir).absolute()
+    path = bases_dir / f"{id}.toml"
+    if not _NAME_RE.match(id) or not path.is_file():
+        known = sorted(p.stem for p in bases_dir.glob("*.toml")) if bases_dir.is_dir() else []
+        raise ConfigError(
+            f"{_show(path)}: no such base {id!r}",
+            _did_you_mean(id, known, "bases here"),
+        )
+    doc = _read_toml(path)
+    _validate(doc, "base", path)
+    entry = doc["base"]
+    folder = path.parent
+    packages = entry.get("packages")
+    return Base(
+        id=id,
+        path=path,
+        image=_local_path(entry["image"], folder),
+        packages=_local_path(packages, folder) if packages is not None else None,
+        overlays=tuple(_local_path(p, folder) for p in entry.get("overlays", [])),
+        lib_dirs=tuple(entry.get("lib_dirs", DEFAULT_LIB_DIRS)),
+    )
+
+
+# --- stacks ----------------------------------------------------------------------------
+
+
+def discover(stacks_dir: Path) -> list[str]:
+    """Names of the stacks in ``stacks_dir`` (``*.toml`` but repos.toml and locks), sorted."""
+    return sorted(
+        p.name[: -len(".toml")]
+        for p in Path(stacks_dir).glob("*.toml")
+        if p.name != REPOS_FILE and not p.name.endswith(LOCK_SUFFIX) and p.is_file()
+    )
+
+
+def buildable(stacks_dir: Path) -> list[str]:
+    """The stacks that can be built by themselves (they name a base and a ``[source]``).
+
+    Stacks used only through ``include`` are left out. A file that is not valid TOML
+    counts as buildable, so that loading it reports the error.
+    """
+    names = []
+    for name in discover(stacks_dir):
+        try:
+            doc = _read_toml(Path(stacks_dir) / f"{name}.toml")
+        except ConfigError:
+            names.append(name)
+            continue
+        stack = doc.get("stack")
+        if "source" in doc or (isinstance(stack, dict) and "base" in stack):
+            names.append(name)
+    return names
+
+
+@dataclass
+class _Merged:
+    """What a stack and its includes contribute: seeds, excludes, waivers, allowances."""
+
+    seeds: dict[str, str] = field(default_factory=dict)
+    exclude: set[str] = field(default_factory=set)
+    waivers: list[Waiver] = field(default_factory=list)
+    allow_elf: list[ElfAllowance] = field(default_factory=list)
+    files: list[Path] = field(default_factory=list)
+    included: list[str] = field(default_factory=list)
+
+    def absorb(self, other: _Merged) -> None:
+        for name, reason in other.seeds.items():
+            self.seeds.setdefault(name, reason)
+        self.exclude |= other.exclude
+        self.waivers += [w for w in other.waivers if w not in self.waivers]
+        self.allow_elf += [a for a in other.allow_elf if a not in self.allow_elf]
+        self.files += [f for f in other.files if f not in self.files]
+        self.included += [n for n in other.included if n not in self.included]
+
+
+class _Loader:
+    """Loads one stack and its includes, parsing each file once."""
+
+    def __init__(self, stacks_dir: Path) -> None:
+        self.dir = Path(stacks_dir).absolute()
+        self.docs: dict[str, dict[str, Any]] = {}
+        self.merged: dict[str, _Merged] = {}
+
+    def path(self, name: str) -> Path:
+        return self.dir / f"{name}.toml"
+
+    def doc(self, name: str) -> dict[str, Any]:
+        if name not in self.docs:
+            path = self.path(name)
+            doc = _read_toml(path)
+            _validate(doc, "stack", path)
+            _check_waivers(doc, path)
+            self.docs[name] = doc
+        return self.docs[name]
+
+    def merge(self, name: str, chain: tuple[str, ...]) -> _Merged:
+        """``name``'s own entries, then its includes' (depth first, in order)."""
+        if name in self.merged:
+            return self.merged[name]
+        doc = self.doc(name)
+        path = self.path(name)
+        merged = _Merged(files=[path])
+        merged.seeds.update(doc.get("seeds", {}))
+        merged.exclude.update(doc.get("exclude", {}).get("packages", []))
+        policy = doc.get("policy", {})
+        merged.waivers += [
+            Waiver(
+                invariant=w["invariant"],
+                reason=w["reason"],
+                path=w.get("path"),
+                package=w.get("package"),
+            )
+            for w in policy.get("waiver", [])
+        ]
+        merged.allow_elf += [
+            ElfAllowance(path=a["path"], reason=a["reason"]) for a in policy.get("allow_elf", [])
+        ]
+        for index, child in enumerate(doc.get("stack", {}).get("include", [])):
+            where = f"{_show(path)}: {key_path(['stack', 'include', index])}"
+            if child in (*chain, name):
+                loop = chain[chain.index(child) :] if child in chain else ()
+                cycle = " -> ".join([*loop, name, child])
+                raise ConfigError(
+                    f"{where}: include cycle: {cycle}",
+                    "remove one of these includes; a stack cannot include itself, "
+                    "directly or through others",
+                )
+            if child == REPOS_FILE[: -len(".toml")] or not self.path(child).is_file():
+                raise ConfigError(
+                    f"{where}: no stack {child!r} ({_show(self.path(child))} does not exist)",
+                    _did_you_mean(child, [n for n in discover(self.dir) if n != name], "stacks"),
+                )
+            sub = self.merge(child, (*chain, name))
+            if child not in merged.included:
+                merged.included.append(child)
+            merged.absorb(sub)
+        self.merged[name] = merged
+        return merged
+
+
+def _check_waivers(doc: dict[str, Any], path: Path) -> None:
+    for index, waiver in enumerate(doc.get("policy", {}).get("waiver", [])):
+        if "path" not in waiver and "package" not in waiver:
+            raise ConfigError(
+                f"{_show(path)}: {key_path(['policy', 'waiver', index])}: "
+                "needs a path glob or a package (or both) to say what it waives",
+                'add path = "/usr/lib64/..." or package = "name"',
+            )
+
+
+def load_stack(stacks_dir: Path, name: str) -> Stack:
+    """Load ``<stacks_dir>/<name>.toml`` with its includes, repos and base.
+
+    Reads ``repos.toml`` and ``bases/<base>.toml`` from ``stacks_dir``. Every problem is
+    a :class:`ConfigError` naming the file and the key path.
+    """
+    loader = _Loader(stacks_dir)
+    path = loader.path(name)
+    if not _NAME_RE.match(name) or name == "repos" or not path.is_file():
+        raise ConfigError(
+            f"{_show(path)}: no stack {name!r}",
+            _did_you_mean(name, discover(loader.dir), "stacks"),
+        )
+    doc = loader.doc(name)
+    shown = _show(path)
+    head = doc.get("stack", {})
+    if "base" not in head:
+        raise ConfigError(
+            f"{shown}: [stack].base: missing: a stack that is built needs a base "
+            "(without one it can only be used through another stack's include)",
+            'add base = "<id>" naming stacks/bases/<id>.toml under [stack]',
+
+        )
+    if "source" not in doc:
+        raise ConfigError(
+            f"{shown}: [source]: missing: a stack that is built needs a release and repos "
+            "(without them it can only be used through another stack's include)",
+            'add [source] with release = "44" and repos = ["fedora", "updates"]',
+        )
+    merged = loader.merge(name, ())
+    if not merged.seeds:
+        via = f" (nor from its includes: {', '.join(merged.included)})" if merged.included else ""
+        raise ConfigError(
+            f"{shown}: [seeds]: no seeds{via}",
+            'add at least one package under [seeds]: name = "why it is needed"',
+        )
+    excluded_seeds = sorted(s for s in merged.seeds if s in merged.exclude)
+    if excluded_seeds:
+        raise ConfigError(
+            f"{shown}: [exclude].packages: excludes seed(s) {', '.join(excluded_seeds)}",
+            "drop them from [seeds] (or the included stack) or from [exclude]",
+        )
+
+    source = doc["source"]
+    repos_path = loader.dir / REPOS_FILE
+    if not repos_path.is_file():
+        raise ConfigError(
+            f"{_show(repos_path)}: no such file (stacks name their repos there)",
+            "create it with [repos.<id>] tables",
+        )
+    known = load_repos(repos_path)
+    release, arch = source["release"], source.get("arch", DEFAULT_ARCH)
+    repos = []
+    for index, repo_id in enumerate(source["repos"]):
+        if repo_id not in known:
+            raise ConfigError(
+                f"{shown}: {key_path(['source', 'repos', index])}: "
+                f"no repo {repo_id!r} in {_show(repos_path)}",
+                _did_you_mean(repo_id, known, "repos"),
+            )
+        repos.append(known[repo_id].expand(release, arch))
+
+    base_id = head["base"]
+    bases_dir = loader.dir / BASES_DIR
+    if not (bases_dir / f"{base_id}.toml").is_file():
+        known_bases = sorted(p.stem for p in bases_dir.glob("*.toml")) if bases_dir.is_dir() else []
+        raise ConfigError(
+            f"{shown}: [stack].base: no base {base_id!r} "
+            f"({_show(bases_dir / (base_id + '.toml'))} does not exist)",
+            _did_you_mean(base_id, known_bases, "bases"),
+        )
+    base = load_base(bases_dir, base_id)
+
+    return Stack(
+        name=name,
+        path=path,
+        description=head.get("description", ""),
+        klass=head.get("class", "deps"),
+        base=base,
+        includes=tuple(head.get("include", [])),
+        release=release,
+        arch=arch,
+        repos=tuple(repos),
+        seeds=_frozen(merged.seeds),
+        exclude=tuple(sorted(merged.exclude)),
+        waivers=tuple(merged.waivers),
+        allow_elf=tuple(merged.allow_elf),
+        allow_32bit=bool(doc.get("policy", {}).get("allow_32bit", False)),
+        weak_deps=bool(source.get("weak_deps", False)),
+        compression=doc.get("image", {}).get("compression", "lz4hc"),
+        app=_app(doc["app"], path.parent) if "app" in doc else None,
+        files=(*merged.files, repos_path, base.path),
+        included=tuple(merged.included),
+    )
+
+
+def _app(entry: dict[str, Any], folder: Path) -> App:
+    return App(
+        appimage=_local_path(entry["appimage"], folder),
+        gpu_mode=entry.get("gpu_mode", "drm"),
+        env=_frozen(entry.get("env", {})),
+        args=tuple(entry.get("args", ())),
+        timeout_seconds=entry.get("timeout_seconds"),
+        sanitize=tuple(entry.get("sanitize", ())),
+    )
+
+
+# --- what resolution depends on --------------------------------------------------------
+
+
+def resolution_inputs(stack: Stack, base_packages: str | None = None) -> dict[str, Any]:
+    """Everything that influences how ``stack`` resolves, as a JSON-able dict.
+
+    Descriptions, comments, ``[app]``, ``[image]`` and waivers are left out, so editing
+    them does not invalidate a lock. Seed reasons are in (the lock records them).
+    ``base_packages`` is the digest of the base's package list
+    (:func:`overlays.basepkgs.digest`); the caller supplies it, since reading the list
+    is the lock step's job.
+    """
+    return {
+        "format": INPUTS_FORMAT,
+        "class": stack.klass,
+        "release": stack.release,
+        "arch": stack.arch,
+        "repos": [
+            {
+                "id": r.id,
+                "baseurl": list(r.baseurl),
+                "metalink": r.metalink,
+                "gpgcheck": r.gpgcheck,
+                "gpgkey": list(r.gpgkey),
+            }
+            for r in stack.repos
+        ],
+        "seeds": dict(stack.seeds),
+        "exclude": list(stack.exclude),
+        "weak_deps": stack.weak_deps,
+        "allow_32bit": stack.allow_32bit,
+        "base_packages": base_packages,
+    }
+
+
+def inputs_digest(inputs: Mapping[str, Any]) -> str:
+    """``sha256:<hex>`` of ``inputs`` in canonical JSON (sorted keys)."""
+    text = json.dumps(inputs, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return "sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest()
