@@ -1,4 +1,48 @@
 """Test fixture factory: real RPMs, ELF files, repositories and bases, built from source.
 
-(Being written; see the module docstrings for the API once it lands.)
+Declarative specs (:class:`Package` holding :class:`Library`, :class:`Executable`,
+:class:`File`, :class:`Symlink`, :class:`Dir`) become x86_64 (or i686, aarch64, noarch)
+RPMs built by rpmbuild from C compiled at test time, so rpm computes the soname
+Requires/Provides itself; :meth:`Factory.repo` makes createrepo_c repositories, optionally
+signed with a throwaway key. :func:`glibc_package` packages the toolchain root's real
+loader and glibc in the Fedora layout, and :func:`base_tree` lays packages out as a plain
+directory base with its ld.so.cache.
 """
+
+from tests.factory.base import (
+    base_tree,
+    glibc_package,
+    libgcc_package,
+    libstdcxx_package,
+    write_kiwi_packages,
+)
+from tests.factory.factory import Factory
+from tests.factory.spec import (
+    Dir,
+    Executable,
+    FactoryError,
+    File,
+    GpgKey,
+    Library,
+    Package,
+    Symlink,
+    fixture_symbol,
+)
+
+__all__ = [
+    "Dir",
+    "Executable",
+    "Factory",
+    "FactoryError",
+    "File",
+    "GpgKey",
+    "Library",
+    "Package",
+    "Symlink",
+    "base_tree",
+    "fixture_symbol",
+    "glibc_package",
+    "libgcc_package",
+    "libstdcxx_package",
+    "write_kiwi_packages",
+]
