@@ -1,0 +1,252 @@
+"""build_image and the read-back, with the real mkfs.erofs and fsck.erofs."""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from fexstack import command
+from fexstack.errors import ImageError
+from overlays import readback, validator
+from overlays.image import build_image, image_uuid, mkfs_flags
+
+SEED = "sha256:0123abcd demo"
+BIG_SIZE = 3 * 1024 * 1024
+
+
+def big_bytes(size: int = BIG_SIZE) -> bytes:
+    """Half random bytes, half random words: incompressible and compressible clusters."""
+    rng = random.Random(7)
+    half = size // 2
+    words = [rng.randbytes(rng.randint(2, 9)).hex().encode() for _ in range(400)]
+    text = b" ".join(rng.choice(words) for _ in range(half // 5))
+    return rng.randbytes(half) + text[: size - half].ljust(size - half, b".")
+
+
+def make_tree(root: Path, *, reverse: bool = False, hardlink: bool = True) -> Path:
+    """A small staged tree. ``reverse`` creates everything in the opposite order."""
+    files: list[tuple[str, bytes, int]] = [
+        ("usr/lib64/libfoo.so.1.2", b"\x7fELF fake library\n" * 50, 0o755),
+        ("usr/lib64/big.bin", big_bytes(), 0o644),
+        ("usr/libexec/foo/helper", b"#!/bin/sh\necho helper\n", 0o755),
+        ("usr/libexec/foo/suid-helper", b"#!/bin/sh\nid\n", 0o4755),
+        ("usr/share/doc/foo/empty", b"", 0o644),
+        ("usr/share/doc/foo/README", b"read me\n", 0o644),
+        ("etc/foo.conf", b"key = value\n", 0o640),
+    ]
+    links = [
+        ("usr/lib64/libfoo.so.1", "libfoo.so.1.2"),
+        ("usr/lib64/libdangling.so", "/usr/lib64/not-there.so"),
+    ]
+    dirs = ["usr/lib64", "usr/libexec/foo", "usr/share/doc/foo", "etc", "var/lib/foo"]
+    if reverse:
+        files.reverse()
+        links.reverse()
+        dirs.reverse()
+    root.mkdir(parents=True)
+    root.chmod(0o755)
+    for d in dirs:
+        (root / d).mkdir(parents=True, exist_ok=True)
+    for rel, data, mode in files:
+        (root / rel).write_bytes(data)
+        (root / rel).chmod(mode)
+    for rel, target in links:
+        (root / rel).symlink_to(target)
+    readme = root / "usr/share/doc/foo/README"
+    copy = root / "usr/share/doc/foo/README.copy"
+    if hardlink:
+        os.link(readme, copy)
+    else:
+        shutil.copy2(readme, copy)
+    (root / "var/lib/foo").chmod(0o700)
+    return root
+
+
+def set_times(root: Path, when: float) -> None:
+    for folder, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            os.utime(Path(folder, name), (when, when), follow_symlinks=False)
+    os.utime(root, (when, when))
+
+
+def leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith(".tmp-"))
+
+
+def test_same_content_gives_same_bytes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    a = make_tree(tmp_path / "one" / "staging")
+    b = make_tree(tmp_path / "elsewhere" / "deeper" / "tree", reverse=True, hardlink=False)
+    set_times(a, 1_000_000_000)
+    set_times(b, time.time() - 12345)
+    first = build_image(a, tmp_path / "out1" / "demo.erofs", uuid_seed=SEED)
+    # Another "day": a different SOURCE_DATE_EPOCH must not matter either.
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1800000000")
+    second = build_image(b, tmp_path / "out2" / "demo.erofs", uuid_seed=SEED)
+    assert first.sha256 == second.sha256
+    assert first.path.read_bytes() == second.path.read_bytes()
+    assert first.size == first.path.stat().st_size
+    assert first.block_size == 4096
+    assert first.compression == "lz4hc"
+    assert first.erofs_utils_version[0].isdigit()
+    assert first.uuid == image_uuid(SEED)
+    assert first.mkfs_flags == mkfs_flags("lz4hc", SEED)
+    assert "-b4096" in first.mkfs_flags and "-T0" in first.mkfs_flags
+    assert not any(str(tmp_path) in flag for flag in first.mkfs_flags)
+    assert first.mkfs_argv[-2:] == ("IMAGE", "TREE")
+    assert first.entries["/usr/libexec/foo/suid-helper"].mode == 0o4755
+    assert first.entries["/var/lib/foo"].mode == 0o700
+    assert leftovers(tmp_path / "out1") == []
+    # Compressed: the repetitive half of big.bin shrinks.
+    assert first.size < BIG_SIZE
+
+
+def test_image_holds_no_host_times(tmp_path: Path) -> None:
+    tree = make_tree(tmp_path / "t")
+    info = build_image(tree, tmp_path / "x.erofs", uuid_seed=SEED, compression="none")
+    extracted = tmp_path / "x"
+    command.run(["fsck.erofs", f"--extract={extracted}", info.path])
+    for folder, dirnames, filenames in os.walk(extracted):
+        for name in dirnames + filenames:
+            assert os.lstat(Path(folder, name)).st_mtime == 0, name
+    assert validator.read_superblock(info.path).uuid == image_uuid(SEED)
+
+
+def test_inputs_that_must_change_the_bytes(tmp_path: Path) -> None:
+    tree = make_tree(tmp_path / "t")
+    base = build_image(tree, tmp_path / "a.erofs", uuid_seed=SEED)
+    other_seed = build_image(tree, tmp_path / "b.erofs", uuid_seed=SEED + "x")
+    uncompressed = build_image(tree, tmp_path / "c.erofs", uuid_seed=SEED, compression="none")
+    lz4 = build_image(tree, tmp_path / "d.erofs", uuid_seed=SEED, compression="lz4")
+    (tree / "etc/foo.conf").chmod(0o644)
+    other_mode = build_image(tree, tmp_path / "e.erofs", uuid_seed=SEED)
+    digests = {base.sha256, other_seed.sha256, uncompressed.sha256, lz4.sha256, other_mode.sha256}
+    assert len(digests) == 5
+    assert uncompressed.size > base.size
+
+
+def test_readback_failure_leaves_no_image(tmp_path: Path) -> None:
+    tree = make_tree(tmp_path / "t")
+    out = tmp_path / "out" / "demo.erofs"
+
+    def tamper(_tmp: Path) -> None:
+        (tree / "usr/lib64/libfoo.so.1.2").write_bytes(b"\x7fELF changed\n")
+
+    with pytest.raises(ImageError) as err:
+        build_image(tree, out, uuid_seed=SEED, before_readback=tamper)
+    assert "/usr/lib64/libfoo.so.1.2: size" in err.value.message
+    assert not out.exists()
+    assert leftovers(out.parent) == []
+
+
+def test_readback_failure_keeps_the_previous_image(tmp_path: Path) -> None:
+    tree = make_tree(tmp_path / "t")
+    out = tmp_path / "demo.erofs"
+    good = build_image(tree, out, uuid_seed=SEED)
+
+    def tamper(_tmp: Path) -> None:
+        (tree / "usr/share/doc/foo/new-file").write_bytes(b"appeared late\n")
+
+    (tree / "etc/foo.conf").write_bytes(b"key = other\n")  # same size, other content
+    with pytest.raises(ImageError) as err:
+        build_image(tree, out, uuid_seed=SEED, before_readback=tamper)
+    assert "/usr/share/doc/foo/new-file: in the tree, missing from the image" in err.value.message
+    assert validator.validate_image(out).sha256 == good.sha256
+    assert leftovers(tmp_path) == []
+
+
+def test_verify_image_reports_each_kind_of_difference(tmp_path: Path) -> None:
+    tree = make_tree(tmp_path / "t")
+    info = build_image(tree, tmp_path / "demo.erofs", uuid_seed=SEED)
+    readback.verify_image(info.path, tree)  # unchanged: passes
+    (tree / "etc/foo.conf").write_bytes(b"key = VALUE\n")
+    (tree / "usr/libexec/foo/helper").chmod(0o700)
+    (tree / "usr/lib64/libfoo.so.1").unlink()
+    (tree / "usr/lib64/libfoo.so.1").symlink_to("libfoo.so.1.3")
+    (tree / "usr/share/doc/foo/empty").unlink()
+    with pytest.raises(ImageError) as err:
+        readback.verify_image(info.path, tree)
+    text = err.value.message
+    assert "/etc/foo.conf: sha256 is" in text
+    assert "/usr/libexec/foo/helper: mode is 0755 in the image, 0700 in the tree" in text
+    assert "/usr/lib64/libfoo.so.1: target is libfoo.so.1.2 in the image" in text
+    assert "/usr/share/doc/foo/empty: in the image, not in the tree" in text
+    assert leftovers(tmp_path) == []
+
+
+def test_killed_mkfs_leaves_no_image(tmp_path: Path) -> None:
+    tree = tmp_path / "t"
+    tree.mkdir()
+    tree.chmod(0o755)
+    rng = random.Random(1)
+    for i in range(6):
+        (tree / f"blob{i}").write_bytes(rng.randbytes(8 * 1024 * 1024))
+    out = tmp_path / "out" / "big.erofs"
+    with pytest.raises(ImageError) as err:
+        build_image(tree, out, uuid_seed=SEED, timeout=0.05)
+    assert "mkfs.erofs failed" in err.value.message
+    assert "did not finish within 0.05 seconds" in err.value.message
+    assert not out.exists()
+    assert leftovers(out.parent) == []
+    # No mkfs.erofs left running on our output.
+    procs = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    assert str(out.parent) not in procs
+
+
+def test_mkfs_out_of_space_leaves_no_image(tmp_path: Path, privileged: None) -> None:
+    tree = make_tree(tmp_path / "t")
+    small = tmp_path / "small"
+    small.mkdir()
+    command.run(["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", small])
+    try:
+        out = small / "demo.erofs"
+        with pytest.raises(ImageError):
+            build_image(tree, out, uuid_seed=SEED, compression="none")
+        assert not out.exists()
+        assert leftovers(small) == []
+    finally:
+        command.run(["umount", small])
+
+
+def test_compat_symlink_image(tmp_path: Path) -> None:
+    tree = tmp_path / "compat"
+    (tree / "lib64").mkdir(parents=True)
+    tree.chmod(0o755)
+    target = "/usr/lib64/ld-linux-x86-64.so.2"
+    (tree / "lib64/ld-linux-x86-64.so.2").symlink_to(target)
+    info = build_image(tree, tmp_path / "compat.erofs", uuid_seed="compat base-sha")
+    validator.validate_image(info.path, expected_sha256=info.sha256)
+    listing = readback.list_image(info.path)
+    assert sorted(listing) == ["/", "/lib64", "/lib64/ld-linux-x86-64.so.2"]
+    link = listing["/lib64/ld-linux-x86-64.so.2"]
+    assert (link.kind, link.target) == ("symlink", target)
+
+    def retarget(_tmp: Path) -> None:
+        (tree / "lib64/ld-linux-x86-64.so.2").unlink()
+        (tree / "lib64/ld-linux-x86-64.so.2").symlink_to("/lib64/elsewhere.so")
+
+    out = tmp_path / "compat2.erofs"
+    with pytest.raises(ImageError) as err:
+        build_image(tree, out, uuid_seed="compat base-sha", before_readback=retarget)
+    assert f"target is {target} in the image, /lib64/elsewhere.so in the tree" in err.value.message
+    assert not out.exists()
+
+
+def test_refuses_bad_inputs(tmp_path: Path) -> None:
+    tree = make_tree(tmp_path / "t")
+    out = tmp_path / "x.erofs"
+    with pytest.raises(ImageError, match="compression 'zstd'"):
+        build_image(tree, out, uuid_seed=SEED, compression="zstd")
+    with pytest.raises(ImageError, match="seed is empty"):
+        build_image(tree, out, uuid_seed="")
+    tree.chmod(0o700)
+    with pytest.raises(ImageError, match="mode 0700"):
+        build_image(tree, out, uuid_seed=SEED)
+    with pytest.raises(ImageError, match="no staging tree"):
+        build_image(tmp_path / "missing", out, uuid_seed=SEED)
+    assert not out.exists()

@@ -1,0 +1,233 @@
+"""The overlay manifest: content, schema, determinism."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+
+from fexstack import jsonio
+from fexstack.errors import ImageError
+from overlays import lockfile, manifest
+from overlays.image import build_image
+from overlays.lockfile import Lock, LockedPackage, Reason
+from tests.test_image import SEED, make_tree
+
+OWNERS = {
+    "/usr/lib64/libfoo.so.1.2": "libfoo",
+    "/usr/lib64/libfoo.so.1": "libfoo",
+    "/usr/lib64/big.bin": "bigdata",
+    "/usr/libexec/foo/helper": "foo-tools",
+    "/usr/share/doc/foo/README": "foo-doc",
+    "/usr/lib64": "filesystem",
+}
+
+
+def make_lock() -> Lock:
+    def pkg(name: str, reasons: tuple[Reason, ...], epoch: int = 0) -> LockedPackage:
+        return LockedPackage(
+            name=name,
+            epoch=epoch,
+            version="1.0",
+            release="1.fc44",
+            arch="x86_64",
+            repo="fedora",
+            url=f"https://example.invalid/{name}.rpm",
+            sha256="ab" * 32,
+            size=1234,
+            reasons=reasons,
+        )
+
+    return Lock(
+        stack="demo",
+        release="44",
+        arch="x86_64",
+        inputs="sha256:" + "1" * 64,
+        base="sha256:" + "2" * 64,
+        packages=(
+            pkg("libfoo", (Reason(seed="the app links it"),), epoch=2),
+            pkg("bigdata", (Reason(required_by="libfoo", capability="bigdata(x86-64)"),)),
+            pkg(
+                "foo-tools",
+                (Reason(seed="helper"), Reason(required_by="libfoo", capability="/usr/libexec/x")),
+            ),
+        ),
+    )
+
+
+def project(root: Path, *, reverse: bool = False) -> dict[str, Any]:
+    """A project laid out under ``root``: stack files, lock, staged tree, report, image."""
+    stacks = root / "stacks"
+    (stacks / "bases").mkdir(parents=True)
+    (stacks / "demo.toml").write_text('[stack]\ndescription = "demo"\n')
+    (stacks / "bases" / "fedora.toml").write_text('[base]\nimage = "x"\n')
+    lock = make_lock()
+    lock_path = stacks / "demo.lock.toml"
+    lockfile.write(lock_path, lock)
+    tree = make_tree(root / "build" / "demo" / "staging", reverse=reverse)
+    report = root / "build" / "demo" / "invariants.json"
+    report.write_text('{"ok": true}\n')
+    image = build_image(tree, root / "build" / "overlays" / "demo.erofs", uuid_seed=SEED)
+    doc = manifest.make_manifest(
+        stack_name="demo",
+        stack_class="deps",
+        stack_files=[stacks / "demo.toml", stacks / "bases" / "fedora.toml"],
+        lock=lock,
+        lock_path=lock_path,
+        base_image_sha256="cd" * 32,
+        tree=tree,
+        owners=OWNERS,
+        image=image,
+        invariants_report=report,
+    )
+    return {"doc": doc, "tree": tree, "image": image, "root": root, "lock": lock}
+
+
+@pytest.fixture(scope="module")
+def proj(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    return project(tmp_path_factory.mktemp("manifest") / "proj")
+
+
+def by_path(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {f["path"]: f for f in doc["files"]}
+
+
+def test_manifest_content(proj: dict[str, Any]) -> None:
+    doc = proj["doc"]
+    jsonio.validate(doc, "manifest")
+    files = by_path(doc)
+    assert files["/usr/lib64/libfoo.so.1.2"]["package"] == "libfoo"
+    assert files["/usr/lib64/libfoo.so.1"] == {
+        "path": "/usr/lib64/libfoo.so.1",
+        "type": "symlink",
+        "mode": "0777",
+        "size": 13,
+        "target": "libfoo.so.1.2",
+        "package": "libfoo",
+    }
+    assert files["/usr/lib64"]["package"] == "filesystem"
+    assert files["/etc/foo.conf"]["package"] is None
+    assert files["/etc/foo.conf"]["mode"] == "0640"
+    assert files["/usr/libexec/foo/suid-helper"]["mode"] == "4755"
+    assert files["/usr/share/doc/foo/empty"]["sha256"] == (
+        "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+    )
+    assert files["/"]["type"] == "dir"
+    assert [f["path"] for f in doc["files"]] == sorted(files)
+    assert doc["counts"]["files"] == 8  # README.copy counts as its own file
+    assert doc["counts"]["unowned"] == 5  # suid-helper, empty, README.copy, conf, dangling
+
+    packages = {p["name"]: p for p in doc["packages"]}
+    assert packages["libfoo"]["nevra"] == "libfoo-2:1.0-1.fc44.x86_64"
+    assert packages["foo-tools"]["reasons"] == [
+        "required by libfoo for /usr/libexec/x",
+        "seed: helper",
+    ]
+    image = proj["image"]
+    assert doc["image"]["sha256"] == image.sha256
+    assert doc["image"]["file"] == "demo.erofs"
+    assert doc["image"]["block_size"] == 4096
+    assert doc["image"]["mkfs_flags"] == list(image.mkfs_flags)
+    assert doc["image"]["mkfs_env"] == {"SOURCE_DATE_EPOCH": "0"}
+    assert doc["base"]["image_sha256"] == "cd" * 32
+    assert doc["invariants"]["path"] == "build/demo/invariants.json"
+    assert doc["lock"]["path"] == "stacks/demo.lock.toml"
+    lock_bytes = (proj["root"] / "stacks/demo.lock.toml").read_bytes()
+    assert lock_bytes == lockfile.to_toml(proj["lock"])
+    assert [f["path"] for f in doc["stack"]["files"]] == [
+        "stacks/bases/fedora.toml",
+        "stacks/demo.toml",
+    ]
+    assert set(doc["tools"]) == {"fexstack", "mkfs.erofs", "fsck.erofs"}
+    assert "1.9" in doc["tools"]["mkfs.erofs"] or doc["image"]["erofs_utils_version"]
+    # Nothing host-specific.
+    assert str(proj["root"]) not in jsonio.dumps(doc)
+
+
+def test_write_and_read_back(proj: dict[str, Any], tmp_path: Path) -> None:
+    path = tmp_path / "overlays" / "demo.manifest.json"
+    manifest.write_manifest(path, proj["doc"])
+    text = path.read_text()
+    assert text == jsonio.dumps(proj["doc"])  # sorted keys, deterministic
+    assert manifest.read_manifest(path) == proj["doc"]
+
+
+def test_same_inputs_same_manifest(proj: dict[str, Any], tmp_path: Path) -> None:
+    other = project(tmp_path / "elsewhere", reverse=True)
+    assert jsonio.dumps(other["doc"]) == jsonio.dumps(proj["doc"])
+
+
+def test_tree_changed_after_the_image(tmp_path: Path) -> None:
+    tree = make_tree(tmp_path / "t")
+    image = build_image(tree, tmp_path / "x.erofs", uuid_seed=SEED)
+    (tree / "etc/foo.conf").write_text("changed after\n")
+    with pytest.raises(ImageError, match=r"changed after x\.erofs was built"):
+        manifest.make_manifest(
+            stack_name="x",
+            stack_class="deps",
+            stack_files=[],
+            lock=None,
+            lock_path=None,
+            base_image_sha256=None,
+            tree=tree,
+            owners={},
+            image=image,
+            invariants_report=None,
+        )
+
+
+def test_rejects_malformed_manifests(proj: dict[str, Any], tmp_path: Path) -> None:
+    path = tmp_path / "m.json"
+    with pytest.raises(ImageError, match="no manifest"):
+        manifest.read_manifest(path)
+    path.write_text("{not json")
+    with pytest.raises(ImageError, match="not valid JSON"):
+        manifest.read_manifest(path)
+    bad = json.loads(jsonio.dumps(proj["doc"]))
+    bad["image"]["block_size"] = 16384
+    path.write_text(json.dumps(bad))
+    with pytest.raises(ImageError, match="image/block_size"):
+        manifest.read_manifest(path)
+    bad = json.loads(jsonio.dumps(proj["doc"]))
+    bad["files"][1]["generated_at"] = "2026-01-01T00:00:00Z"
+    with pytest.raises(ImageError, match="files/1"):
+        manifest.write_manifest(path, bad)
+    bad = json.loads(jsonio.dumps(proj["doc"]))
+    del by_path(bad)["/etc/foo.conf"]["sha256"]
+    with pytest.raises(jsonschema.ValidationError):
+        jsonio.validate(bad, "manifest")
+
+
+def test_compat_manifest(tmp_path: Path) -> None:
+    tree = tmp_path / "compat"
+    (tree / "lib64").mkdir(parents=True)
+    tree.chmod(0o755)
+    (tree / "lib64/ld-linux-x86-64.so.2").symlink_to("/usr/lib64/ld-linux-x86-64.so.2")
+    image = build_image(tree, tmp_path / "compat.erofs", uuid_seed="compat:" + "cd" * 32)
+    doc = manifest.make_manifest(
+        stack_name="compat",
+        stack_class="compat",
+        stack_files=[],
+        lock=None,
+        lock_path=None,
+        base_image_sha256="cd" * 32,
+        tree=tree,
+        owners={},
+        image=image,
+        invariants_report=None,
+    )
+    assert doc["lock"] is None and doc["packages"] == [] and doc["invariants"] is None
+    assert by_path(doc)["/lib64/ld-linux-x86-64.so.2"]["target"] == (
+        "/usr/lib64/ld-linux-x86-64.so.2"
+    )
+    assert doc["counts"] == {
+        "files": 0,
+        "dirs": 2,
+        "symlinks": 1,
+        "other": 0,
+        "file_bytes": 0,
+        "unowned": 1,
+    }
