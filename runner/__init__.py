@@ -1,0 +1,1 @@
+"""Running AppImages: inspection, extraction, entrypoints, sanitizing and launching."""
