@@ -1,0 +1,315 @@
+"""Each invariant and each artifact class, on trees laid out from fixture ELF files or
+staged from fixture RPMs, against a base holding the real glibc."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from fexstack import jsonio
+from fexstack.errors import CheckError
+from invariants import compat, elf
+from invariants.check import check_tree
+from invariants.report import Report, raise_on_failure, write_report
+from invariants.view import Layer
+from overlays.stack import ElfAllowance, Waiver
+from tests.factory import Executable, Factory, File, Library, Package, Symlink
+from tests.factory import glibc_package
+from tests.test_invariants_support import base_layer, fedora_base, stage
+
+
+@pytest.fixture(scope="module")
+def base(factory: Factory, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return fedora_base(factory, tmp_path_factory.mktemp("bases"))
+
+
+def run(tree: Path, base: Path, klass: str = "deps", owners: dict[str, str] | None = None,
+        with_compat: bool = False, **kwargs: object) -> Report:
+    layers = [base_layer(base)]
+    fix = compat.ensure(base) if with_compat else None
+    if fix is not None:
+        layers.append(Layer("compat", fix, "compat"))
+    return check_tree(tree, stack_class=klass, owners=owners or {},
+                      view_layers=layers, **kwargs)  # type: ignore[arg-type]
+
+
+def findings(report: Report, invariant: str, status: str | None = None) -> list[str]:
+    return [f.path for f in report.findings
+            if f.invariant == invariant and (status is None or f.status == status)]
+
+
+def test_clean_library_passes_every_invariant(factory: Factory, base: Path, tmp_path: Path) -> None:
+    factory.elf(tmp_path / "t/usr/lib64/libclean.so.1", Library("libclean.so.1"))
+    report = run(tmp_path / "t", base)
+    assert not report.failed, report.summary()
+    statuses = {n: i["status"] for n, i in report.invariants.items()}
+    assert statuses["compat-shape"] == "skipped"
+    assert {s for n, s in statuses.items() if n != "compat-shape"} == {"pass"}
+    raise_on_failure(report)  # no exception
+
+
+def test_arch_ebpf_accounted_only_through_allow_elf(factory: Factory, base: Path,
+                                                    tmp_path: Path) -> None:
+    factory.elf(tmp_path / "t/usr/lib64/bpf/prog.o", Library("prog.o", machine="bpf"))
+    allowed = run(tmp_path / "t", base,
+                  allow_elf=[ElfAllowance("/usr/lib64/bpf/*.o", "eBPF programs, never loaded")])
+    assert allowed.invariants["arch"]["status"] == "accounted"
+    [finding] = [f for f in allowed.findings if f.invariant == "arch"]
+    assert (finding.path, finding.status, finding.reason) == (
+        "/usr/lib64/bpf/prog.o", "accounted", "eBPF programs, never loaded")
+    assert not allowed.failed
+    plain = run(tmp_path / "t", base)
+    assert plain.failed and findings(plain, "arch", "fail") == ["/usr/lib64/bpf/prog.o"]
+
+
+def test_arch_aarch64_library_fails(factory: Factory, base: Path, tmp_path: Path) -> None:
+    factory.elf(tmp_path / "t/usr/lib64/libarm.so.1", Library("libarm.so.1", machine="aarch64"))
+    report = run(tmp_path / "t", base)
+    assert report.failed
+    [finding] = [f for f in report.findings if f.invariant == "arch"]
+    assert finding.path == "/usr/lib64/libarm.so.1" and "aarch64" in finding.detail
+    assert report.elf["/usr/lib64/libarm.so.1"]["arch"] == "aarch64"
+
+
+def test_arch_i386_fails_unless_allow_32bit(factory: Factory, base: Path, tmp_path: Path) -> None:
+    factory.elf(tmp_path / "t/usr/lib/libold.so.1", Library("libold.so.1", machine="i386"))
+    report = run(tmp_path / "t", base)
+    assert findings(report, "arch", "fail") == ["/usr/lib/libold.so.1"]
+    assert "allow_32bit" in report.findings[0].hint
+    allowed = run(tmp_path / "t", base, allow_32bit=True)
+    assert allowed.invariants["arch"]["status"] == "pass" and not allowed.failed
+
+
+def test_arch_garbage_elf_is_a_finding_not_a_crash(base: Path, tmp_path: Path) -> None:
+    lib = tmp_path / "t/usr/lib64/libjunk.so.1"
+    lib.parent.mkdir(parents=True)
+    lib.write_bytes(b"\x7fELF\x02\x01\x01" + bytes(9) + b"\x03\x00\x3e\x00" + b"\xff" * 40)
+    (tmp_path / "t/usr/lib64/tiny").write_bytes(b"\x7fELF")
+    report = run(tmp_path / "t", base)
+    bad = [f for f in report.findings if f.invariant == "arch"]
+    assert sorted(f.path for f in bad) == ["/usr/lib64/libjunk.so.1", "/usr/lib64/tiny"]
+    assert all("unparseable ELF" in f.detail for f in bad)
+    assert "error" in report.elf["/usr/lib64/libjunk.so.1"]
+
+
+def test_abi_boundary_names_file_and_package(factory: Factory, base: Path,
+                                             tmp_path: Path) -> None:
+    sneaky = Package("sneaky", contents=(
+        File("/opt/sneaky/libstdc++.so.6", b"not really", 0o755),
+        Library("libsneaky.so.1", path="/usr/lib64/libsneaky.so.1"),
+    ))
+    owners = stage(factory, [glibc_package(), sneaky], tmp_path / "t")
+    report = run(tmp_path / "t", base, owners=owners)
+    assert report.failed and report.invariants["abi-boundary"]["status"] == "fail"
+    found = {f.path: f for f in report.findings if f.invariant == "abi-boundary"}
+    assert found["/usr/lib64/libc.so.6"].package == "glibc"
+    assert "brought by glibc" in found["/usr/lib64/libc.so.6"].detail
+    assert found["/usr/lib64/ld-linux-x86-64.so.2"].package == "glibc"
+    assert "ld-linux*.so*" in found["/usr/lib64/ld-linux-x86-64.so.2"].detail
+    # matched by package: glibc's /etc/ld.so.conf; by name: a file of another package
+    assert found["/etc/ld.so.conf"].package == "glibc"
+    assert found["/opt/sneaky/libstdc++.so.6"].package == "sneaky"
+    assert "/usr/lib64/libsneaky.so.1" not in found
+    with pytest.raises(CheckError) as caught:
+        raise_on_failure(report)
+    assert "/usr/lib64/libc.so.6" in caught.value.message and "glibc" in caught.value.message
+
+
+def _shell_tree(factory: Factory, tmp_path: Path) -> tuple[Path, dict[str, str]]:
+    pkg = Package("bash", contents=(
+        Executable("/usr/bin/bash"),
+        Symlink("/usr/lib64/tools/sh", "../../bin/bash"),
+        Symlink("/opt/run", "/bin/bash"),
+        Library("libok.so.1", path="/usr/lib64/libok.so.1"),
+    ))
+    return tmp_path / "t", stage(factory, [pkg], tmp_path / "t")
+
+
+def test_library_focus_rejects_executables_and_links_to_them(factory: Factory, base: Path,
+                                                            tmp_path: Path) -> None:
+    tree, owners = _shell_tree(factory, tmp_path)
+    report = run(tree, base, owners=owners)
+    assert report.failed
+    assert findings(report, "library-focus", "fail") == [
+        "/opt/run", "/usr/bin/bash", "/usr/lib64/tools/sh"]
+    assert {f.package for f in report.findings if f.invariant == "library-focus"} == {"bash"}
+
+
+def test_precedence_collision_fails_directory_merge_ok(factory: Factory, base: Path,
+                                                      tmp_path: Path) -> None:
+    tree = tmp_path / "t"
+    factory.elf(tree / "usr/lib64/libnew.so.1", Library("libnew.so.1"))  # /usr/lib64 merges
+    (tree / "etc").mkdir()
+    (tree / "etc/ld.so.conf").write_text("/opt\n")  # a file of the base
+    (tree / "lib").mkdir()  # a directory over the base's lib -> usr/lib symlink
+    report = run(tree, base, owners={"/etc/ld.so.conf": "evil-conf"})
+    assert findings(report, "precedence", "fail") == ["/etc/ld.so.conf", "/lib"]
+    conf = next(f for f in report.findings if f.path == "/etc/ld.so.conf")
+    assert conf.package == "evil-conf" and "layer base" in conf.detail
+    assert "symlink" in next(f.detail for f in report.findings if f.path == "/lib")
+
+
+def test_isa_v4_library_fails_naming_the_file(factory: Factory, base: Path,
+                                              tmp_path: Path) -> None:
+    factory.elf(tmp_path / "t/usr/lib64/libv4.so.1", Library("libv4.so.1", isa_level="v4"))
+    factory.elf(tmp_path / "t/usr/lib64/libv3.so.1", Library("libv3.so.1", isa_level="v3"))
+    report = run(tmp_path / "t", base)
+    assert findings(report, "isa", "fail") == ["/usr/lib64/libv4.so.1"]
+    assert "x86-64-v4" in report.findings[0].detail
+    assert report.elf["/usr/lib64/libv3.so.1"]["isa_needed"] == "x86-64-v3"
+    assert report.elf["/usr/lib64/libv4.so.1"]["isa_needed"] == "x86-64-v4"
+
+
+def test_interpreter_must_resolve_and_compat_fixes_it(factory: Factory, base: Path,
+                                                     tmp_path: Path) -> None:
+    factory.elf(tmp_path / "t/opt/app/app", Executable("/opt/app/app"))
+    report = run(tmp_path / "t", base)
+    assert findings(report, "interpreter", "fail") == ["/opt/app/app"]
+    fix = compat.ensure(base)
+    assert fix is not None
+    fixed = check_tree(tmp_path / "t", stack_class="deps", owners={},
+                       view_layers=[base_layer(base), Layer("compat", fix, "compat")])
+    assert fixed.invariants["interpreter"]["status"] == "pass", fixed.summary()
+
+
+def test_linkability_reports_the_file_for_each_soname(factory: Factory, base: Path,
+                                                      tmp_path: Path) -> None:
+    tree = tmp_path / "t"
+    factory.elf(tree / "usr/lib64/libdep.so.1", Library("libdep.so.1"))
+    factory.elf(tree / "usr/lib64/libtop.so.1",
+                Library("libtop.so.1", needs=("libdep.so.1", "libgone.so.9")))
+    report = run(tree, base)
+    [row] = [r for r in report.linkability if r["path"] == "/usr/lib64/libtop.so.1"]
+    got = {n["soname"]: (n["path"], n["via"]) for n in row["needs"]}
+    assert got == {"libdep.so.1": ("/usr/lib64/libdep.so.1", "default"),
+                   "libgone.so.9": (None, "none"),
+                   "libc.so.6": ("/usr/lib64/libc.so.6", "ld.so.cache")}
+    assert findings(report, "linkability", "fail") == ["/usr/lib64/libtop.so.1"]
+    assert "libgone.so.9" in report.findings[-1].detail
+
+
+def test_waiver_accounts_and_unmatched_waiver_warns(factory: Factory, base: Path,
+                                                   tmp_path: Path) -> None:
+    tree, owners = _shell_tree(factory, tmp_path)
+    waivers = [
+        Waiver("library-focus", "the app's AppRun needs this bash", path="/usr/bin/*"),
+        Waiver("D", "helper links", package="bash"),
+        Waiver("precedence", "nothing collides here", path="/nowhere/*"),
+    ]
+    report = run(tree, base, owners=owners, waivers=waivers, with_compat=True)
+    assert not report.failed, report.summary()
+    focus = {f.path: (f.status, f.reason) for f in report.findings
+             if f.invariant == "library-focus"}
+    assert focus["/usr/bin/bash"] == ("accounted", "the app's AppRun needs this bash")
+    assert focus["/opt/run"] == ("accounted", "helper links")
+    assert report.invariants["library-focus"]["status"] == "accounted"
+    assert len(report.warnings) == 1 and "/nowhere/*" in report.warnings[0]
+    assert "warning:" in report.summary()
+
+
+def test_base_refresh_reports_what_deps_forbids(factory: Factory, base: Path,
+                                                tmp_path: Path) -> None:
+    owners = stage(factory, [glibc_package()], tmp_path / "t")
+    tree, shell_owners = _shell_tree(factory, tmp_path)
+    owners.update(shell_owners)
+    deps = run(tree, base, owners=owners)
+    assert deps.failed
+    refresh = run(tree, base, "base-refresh", owners=owners, with_compat=True)
+    assert not refresh.failed, refresh.summary()
+    for name in ("abi-boundary", "precedence", "library-focus"):
+        assert refresh.invariants[name]["status"] == "reported"
+    # each override of the base is listed
+    assert "/usr/lib64/libc.so.6" in findings(refresh, "precedence", "reported")
+    for klass in ("base", "gpu"):
+        assert not run(tree, base, klass, owners=owners).failed
+
+
+def test_compat_class_allows_only_loader_symlinks(factory: Factory, base: Path,
+                                                  tmp_path: Path) -> None:
+    fix = compat.ensure(base)
+    assert fix is not None
+    good = check_tree(fix, stack_class="compat", owners={}, view_layers=[base_layer(base)])
+    assert not good.failed, good.summary()
+    assert good.invariants["compat-shape"]["status"] == "pass"
+    bad = tmp_path / "bad"
+    (bad / "lib64").mkdir(parents=True)
+    (bad / "lib64/ld-linux-x86-64.so.2").symlink_to("/usr/lib64/libc.so.6")
+    factory.elf(bad / "lib64/libextra.so.1", Library("libextra.so.1"))
+    report = check_tree(bad, stack_class="compat", owners={}, view_layers=[base_layer(base)])
+    assert findings(report, "compat-shape", "fail") == [
+        "/lib64/ld-linux-x86-64.so.2", "/lib64/libextra.so.1"]
+
+
+def test_compat_generation_once_per_base(factory: Factory, base: Path,
+                                         tmp_path_factory: pytest.TempPathFactory) -> None:
+    first = compat.ensure(base)
+    assert first is not None
+    link = first / "lib64/ld-linux-x86-64.so.2"
+    assert os.readlink(link) == "/usr/lib64/ld-linux-x86-64.so.2"
+    assert sorted(str(p.relative_to(first)) for p in first.rglob("*")) == [
+        "lib64", "lib64/ld-linux-x86-64.so.2"]
+    stamp = link.lstat().st_mtime_ns
+    again = compat.ensure(base)
+    assert again == first and link.lstat().st_mtime_ns == stamp
+    assert not [p for p in first.parent.iterdir() if p.name.startswith(".tmp-")]
+    with_lib64 = fedora_base(factory, tmp_path_factory.mktemp("b"), lib64_symlink=True)
+    assert compat.ensure(with_lib64) is None
+
+
+def test_each_elf_is_parsed_once_across_invariants(factory: Factory, base: Path,
+                                                   tmp_path: Path) -> None:
+    tree = tmp_path / "t"
+    factory.elf(tree / "usr/lib64/liba.so.1", Library("liba.so.1"))
+    factory.elf(tree / "usr/lib64/libb.so.1", Library("libb.so.1", needs=("liba.so.1",)))
+    factory.elf(tree / "opt/x/x", Executable("/opt/x/x", needs=("libb.so.1",)))
+    elf.clear_cache()
+    before = elf.PARSES
+    run(tree, base)
+    parsed = elf.PARSES - before
+    elf_entries = [k for k, v in elf._CACHE.items() if v is not None]
+    # arch, isa, interpreter and linkability all read the three files, and the loader
+    # reads libc and ld.so: each distinct file is parsed exactly once.
+    assert parsed == len(elf_entries) >= 3 + 2
+    run(tree, base)
+    assert elf.PARSES - before == parsed
+
+
+def test_report_json_is_schema_valid_sorted_and_stable(factory: Factory, base: Path,
+                                                       tmp_path: Path) -> None:
+    tree = tmp_path / "t"
+    factory.elf(tree / "usr/lib64/libg.so.1", Library("libg.so.1", runpath="$ORIGIN"))
+    report = run(tree, base, owners={"/usr/lib64/libg.so.1": "g"})
+    out = tmp_path / "build/g/invariants.json"
+    write_report(report, out)
+    text = out.read_text()
+    data = json.loads(text)
+    jsonio.validate(data, "invariants")
+    assert text == jsonio.dumps(data)  # sorted keys, stable layout
+    write_report(run(tree, base, owners={"/usr/lib64/libg.so.1": "g"}), out)
+    assert out.read_text() == text
+    assert data["failed"] is False and data["findings"] == [] and data["warnings"] == []
+    assert data["elf"] == {"/usr/lib64/libg.so.1": {
+        "arch": "x86_64", "class": 64, "machine": "EM_X86_64", "type": "ET_DYN",
+        "interp": None, "soname": "libg.so.1", "needed": ["libc.so.6"], "rpath": None,
+        "runpath": "$ORIGIN", "isa_needed": None, "isa_used": None,
+        "isa_needed_bits": 0, "isa_used_bits": 0}}
+    assert data["linkability"] == [{"path": "/usr/lib64/libg.so.1", "kind": "library",
+                                    "needs": [{"soname": "libc.so.6",
+                                               "needed_by": "/usr/lib64/libg.so.1",
+                                               "path": "/usr/lib64/libc.so.6",
+                                               "real": "/usr/lib64/libc.so.6",
+                                               "via": "runpath", "detail": ""}]}]
+    assert [layer["class"] for layer in data["layers"]] == ["base", "deps"]
+    assert set(data["invariants"]) == {"arch", "abi-boundary", "precedence", "library-focus",
+                                       "interpreter", "isa", "linkability", "compat-shape"}
+
+
+def test_unknown_class_is_an_error(base: Path, tmp_path: Path) -> None:
+    (tmp_path / "t").mkdir()
+    with pytest.raises(CheckError):
+        run(tmp_path / "t", base, "nonsense")
+
+
