@@ -389,12 +389,19 @@ def load_repos(path: Path) -> dict[str, Repo]:
             )
         repos[repo_id] = Repo(
             id=repo_id,
-            baseurl=tuple(entry.get("baseurl", ())),
+            baseurl=tuple(_base_url(u, path.parent) for u in entry.get("baseurl", ())),
             metalink=entry.get("metalink"),
             gpgcheck=gpgcheck,
             gpgkey=keys,
         )
     return repos
+
+
+def _base_url(text: str, folder: Path) -> str:
+    """A baseurl as written, or a path (relative to repos.toml, ``~`` expanded) as file://."""
+    if "://" in text:
+        return text
+    return _local_path(text, folder).as_uri()
 
 
 def _key_file(text: str, folder: Path) -> str:

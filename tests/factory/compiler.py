@@ -226,6 +226,8 @@ def _library_source(lib: Library, dep_symbols: list[str]) -> str:
     calls = "".join(f" + {s}()" for s in dep_symbols)
     lines.append(f"int {fixture_symbol(lib.soname)}(void) {{ return 1{calls}; }}")
     lines += [f"int {s}(void) {{ return 0; }}" for s in lib.symbols]
+    if lib.source:
+        lines.append(lib.source)
     return "\n".join(lines) + "\n"
 
 

@@ -73,6 +73,7 @@ class Library:
     machine: str = "x86_64"
     isa_level: str | None = None
     symbols: tuple[str, ...] = ()
+    source: str = ""  # extra C appended to the generated source (real functions)
 
     def __post_init__(self) -> None:
         if not self.soname or "/" in self.soname:

@@ -1,0 +1,419 @@
+"""Running an app end to end, always leaving evidence.
+
+:func:`run_app` creates the evidence directory, records the inputs, runs preflight,
+extracts the AppImage (and sanitizes it if asked), runs the appcheck hook, re-checks the
+deps overlays against their manifests right before the launch, launches through the
+chosen backend under a PTY, reads the outcome and writes the report. Whatever happens
+on the way, a report is written: PASS (the app ran and exited 0), FAIL (the app ran and
+failed, or timed out) or INFRA (the run never reached the app: something is missing or
+misconfigured), and where the evidence went is printed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import hashlib
+import os
+import platform
+import shlex
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+from fexstack import __version__, jsonio, paths
+from fexstack.errors import FexstackError, RunError
+from overlays.digest import sha256_file
+from overlays.stack import Stack
+from runner import capture, evidence, hostinfo, native, preflight
+from runner import muvm as muvm_cli
+from runner.profile import DepsLayer, Layer, Profile, from_stack
+
+LOG_TAIL_LINES = 40
+SANITIZE_EVIDENCE = "sanitize.json"
+LOADER_ERRORS = ("error while loading shared libraries", "CPU ISA level is lower than required")
+
+
+@dataclass(frozen=True)
+class AppcheckResult:
+    """What the appcheck hook found in an extracted AppDir."""
+
+    blocking: bool
+    summary: str
+    findings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class RunResult:
+    evidence_dir: Path
+    outcome: str  # PASS, FAIL, INFRA
+    reason: str
+
+
+@dataclass
+class _State:
+    """The report being filled in as the run goes."""
+
+    profile: Profile
+    stage: str = "preflight"
+    outcome: str = "INFRA"
+    reason: str = "the run stopped before it finished"
+    command: list[str] | None = None
+    guest_command: list[str] | None = None
+    exit_status: int | None = None
+    guest_status_code: int | None = None
+    signal: int | None = None
+    timed_out: bool = False
+    duration_seconds: float = 0.0
+    preflight: list[dict[str, Any]] = field(default_factory=list)
+    appcheck: dict[str, Any] | None = None
+    extraction: dict[str, Any] | None = None
+    runtime_dir: str | None = None
+    log_tail: list[str] = field(default_factory=list)
+
+
+def _image_record(layer: Layer, hashes: Mapping[Path, str]) -> dict[str, Any]:
+    path = layer.path
+    kind = "directory" if path.is_dir() else "file" if path.is_file() else "missing"
+    sha = hashes.get(path)
+    if sha is None and kind == "file":
+        sha = sha256_file(path)
+    return {"role": layer.role, "name": layer.name, "path": str(path), "kind": kind, "sha256": sha}
+
+
+def image_hashes(profile: Profile) -> dict[Path, str]:
+    """sha256 of every layer that is a file."""
+    return {p: sha256_file(p) for p in profile.images() if p.is_file()}
+
+
+def inputs_document(
+    profile: Profile, host: hostinfo.HostInfo, hashes: Mapping[Path, str]
+) -> dict[str, Any]:
+    """inputs.json: the profile verbatim, resolved paths, image hashes, tools, host."""
+    images = []
+    for layer in profile.layers():
+        rec = _image_record(layer, hashes)
+        size = layer.path.stat().st_size if rec["kind"] == "file" else None
+        manifest_sha = None
+        if layer.manifest is not None and layer.manifest.is_file():
+            with contextlib.suppress(Exception):
+                manifest_sha = preflight.manifest_sha256(layer.manifest)
+        images.append(
+            {
+                **rec,
+                "realpath": os.path.realpath(layer.path),
+                "size": size,
+                "manifest": str(layer.manifest) if layer.manifest is not None else None,
+                "manifest_sha256": manifest_sha,
+            }
+        )
+    return {
+        "format": 1,
+        "fexstack_version": __version__,
+        "profile": profile.to_json(),
+        "resolved": {
+            "images": images,
+            "muvm": os.path.realpath(profile.muvm) if profile.muvm is not None else None,
+            "appimage": (
+                os.path.realpath(profile.appimage) if profile.appimage is not None else None
+            ),
+        },
+        "tools": {
+            "muvm": host.muvm_version,
+            "fex": host.fex_version,
+            "python": platform.python_version(),
+        },
+        "host": host.to_json(),
+    }
+
+
+def _report(
+    state: _State,
+    host: hostinfo.HostInfo,
+    images: list[dict[str, Any]],
+    started: dt.datetime,
+) -> dict[str, Any]:
+    return {
+        "format": 1,
+        "fexstack_version": __version__,
+        "app": state.profile.app,
+        "backend": state.profile.backend,
+        "outcome": state.outcome,
+        "reason": state.reason,
+        "stage": state.stage,
+        "command": state.command,
+        "guest_command": state.guest_command,
+        "exit_status": state.exit_status,
+        "guest_status_code": state.guest_status_code,
+        "signal": state.signal,
+        "timed_out": state.timed_out,
+        "duration_seconds": round(state.duration_seconds, 3),
+        "started": evidence.iso(started),
+        "finished": evidence.iso(),
+        "images": images,
+        "preflight": state.preflight,
+        "appcheck": state.appcheck,
+        "extraction": state.extraction,
+        "runtime_dir": state.runtime_dir,
+        "environment": host.to_json(),
+        "log": evidence.LOG_NAME,
+        "log_tail": state.log_tail,
+    }
+
+
+def _infra(state: _State, reason: str) -> None:
+    state.outcome = "INFRA"
+    state.reason = reason
+
+
+def _extract(state: _State, ev: evidence.Evidence) -> Path:
+    state.stage = "extract"
+    profile = state.profile
+    if profile.appimage is None:
+        raise RunError(
+            f"no AppImage to run for {profile.app}", "set [app].appimage in the stack"
+        )
+    from runner import appimage
+
+    ev.append_log(f"== extract {profile.appimage}")
+    extraction = appimage.extract(profile.appimage)
+    appdir = Path(extraction.appdir)
+    state.extraction = {
+        "appdir": str(appdir),
+        "cache_hit": bool(extraction.cache_hit),
+        "seconds": round(float(extraction.seconds), 3),
+        "sanitized": None,
+    }
+    if profile.sanitize:
+        state.stage = "sanitize"
+        from runner import sanitize
+
+        key = hashlib.sha256(f"{appdir}\0{','.join(profile.sanitize)}".encode()).hexdigest()
+        out = paths.cache_dir() / "sanitized" / key[:32]
+        ev.append_log(f"== sanitize {appdir} -> {out} ({', '.join(profile.sanitize)})")
+        done = sanitize.sanitize(appdir, out, steps=profile.sanitize)
+        jsonio.write(ev.dir / SANITIZE_EVIDENCE, done.evidence)
+        state.extraction["sanitized"] = str(done.appdir)
+        appdir = Path(done.appdir)
+    return appdir
+
+
+def _recheck_deps(state: _State) -> str | None:
+    """Right before the launch: do the deps images still match their manifests?"""
+    state.stage = "hashcheck"
+    hashes: dict[Path, str] = {}
+    for layer in state.profile.layers():
+        if layer.role != "deps":
+            continue
+        check = preflight.check_manifest(layer, hashes)
+        if check.status != preflight.OK:
+            return check.detail
+    return None
+
+
+def _private_runtime_dir() -> Path:
+    parent = os.environ.get("XDG_RUNTIME_DIR")
+    base = Path(parent) if parent and Path(parent).is_dir() else Path(tempfile.gettempdir())
+    path = Path(tempfile.mkdtemp(prefix="fexstack-run-", dir=base))
+    path.chmod(0o700)
+    return path
+
+
+def _launch(
+    state: _State,
+    ev: evidence.Evidence,
+    guest_argv: list[str],
+    *,
+    private_runtime: bool,
+    binds: Sequence[Path],
+    echo: bool | None,
+) -> None:
+    state.stage = "launch"
+    profile = state.profile
+    state.guest_command = guest_argv
+    runtime_dir: Path | None = None
+    try:
+        with open(ev.log, "ab") as log_file:
+            if profile.backend == "muvm":
+                argv = muvm_cli.muvm_argv(profile, guest_argv)
+                env = dict(os.environ)
+                if private_runtime:
+                    runtime_dir = _private_runtime_dir()
+                    env["XDG_RUNTIME_DIR"] = str(runtime_dir)
+                    state.runtime_dir = str(runtime_dir)
+                state.command = argv
+                log_file.write(f"== launch {shlex.join(argv)}\n".encode())
+                log_file.flush()
+                result = capture.run_pty(
+                    argv, env=env, timeout_seconds=profile.timeout_seconds,
+                    log_file=log_file, echo=echo,
+                )  # fmt: skip
+                status = muvm_cli.interpret(
+                    result.exit_status, result.signal, result.text, timed_out=result.timed_out
+                )
+            else:
+                log_file.write(f"== launch (native) {shlex.join(guest_argv)}\n".encode())
+                log_file.flush()
+                result = native.run(
+                    profile, guest_argv, binds=binds, log_file=log_file,
+                    timeout_seconds=profile.timeout_seconds, echo=echo,
+                )  # fmt: skip
+                state.command = list(result.argv)
+                status = native.interpret(
+                    result.exit_status, result.signal, result.text, timed_out=result.timed_out
+                )
+    finally:
+        if runtime_dir is not None:
+            shutil.rmtree(runtime_dir, ignore_errors=True)
+    state.exit_status = result.exit_status
+    state.signal = result.signal
+    state.timed_out = result.timed_out
+    state.duration_seconds = result.duration_seconds
+    state.guest_status_code = status.guest_status_code
+    state.outcome = status.outcome
+    reason = status.reason
+    lines = [ln for ln in muvm_cli.meaningful_lines(result.text) if ln.strip()]
+    if status.outcome == "FAIL":
+        loader = [ln.strip() for ln in lines if any(e in ln for e in LOADER_ERRORS)]
+        if loader:
+            reason += f" ({loader[-1]})"
+    state.reason = reason
+    state.log_tail = lines[-LOG_TAIL_LINES:]
+
+
+def run_app(
+    target: Stack | Profile,
+    *,
+    deps: Sequence[DepsLayer | tuple[str, Path, Path | None]] = (),
+    compat: Path | None = None,
+    out_dir: Path | None = None,
+    gpu_mode: str | None = None,
+    timeout_seconds: float | None = None,
+    force: bool = False,
+    backend: str | None = None,
+    appcheck: Callable[[Path], AppcheckResult] | None = None,
+    command: Sequence[str] | None = None,
+    binds: Sequence[Path] = (),
+    private_runtime: bool = True,
+    evidence_root: Path | None = None,
+    echo: bool | None = None,
+    stream: TextIO | None = None,
+) -> RunResult:
+    """Run the app of ``target`` (a stack, or an expanded profile) and leave evidence.
+
+    ``deps``/``compat`` complete a stack's profile (ignored for a profile). ``command``
+    runs that absolute argv instead of the AppImage's entrypoint (probes, tests);
+    ``binds`` are host paths the native backend shows at the same place (the AppDir is
+    always one).
+    ``private_runtime``: when a muvm VM is already running, give the run its own
+    XDG_RUNTIME_DIR instead of refusing. ``force`` runs despite blocking appcheck findings.
+    """
+    if isinstance(target, Stack):
+        profile = from_stack(target, deps=deps, compat=compat)
+    else:
+        profile = target
+    profile = profile.with_overrides(
+        gpu_mode=gpu_mode, timeout_seconds=timeout_seconds, backend=backend
+    )
+    started = dt.datetime.now(dt.UTC)
+    t0 = time.monotonic()
+    ev = evidence.create(profile.app, out_dir=out_dir, root=evidence_root, now=started)
+    state = _State(profile)
+    host = hostinfo.collect(profile.muvm if profile.backend == "muvm" else None)
+    hashes: dict[Path, str] = {}
+    images: list[dict[str, Any]] = []
+    error: BaseException | None = None
+    try:
+        ev.append_log(
+            f"== fexstack {__version__}: {profile.app} ({profile.backend} backend), "
+            f"started {evidence.iso(started)}"
+        )
+        checks = preflight.run_checks(
+            profile, host=host, private_runtime=private_runtime, need_appimage=command is None
+        )
+        # images are hashed once: preflight hashed the valid ones, the rest are hashed here
+        hashes = dict(checks.hashes)
+        hashes.update(
+            {p: sha256_file(p) for p in profile.images() if p.is_file() and p not in hashes}
+        )
+        images = [_image_record(layer, hashes) for layer in profile.layers()]
+        ev.write_inputs(inputs_document(profile, host, hashes))
+        state.preflight = [c.to_json() for c in checks.checks]
+        ev.append_log("== preflight\n" + preflight.format_table(checks.checks))
+        if not checks.ok:
+            first = checks.failed[0]
+            _infra(state, f"preflight: {first.name}: {first.detail}")
+            return _finish(ev, state, host, images, started, t0, stream)
+        if command is not None:
+            guest_argv = list(command)
+            extra_binds = [Path(b) for b in binds]
+        else:
+            appdir = _extract(state, ev)
+            state.stage = "appcheck"
+            if appcheck is not None:
+                found = appcheck(appdir)
+                state.appcheck = {
+                    "blocking": found.blocking,
+                    "summary": found.summary,
+                    "findings": list(found.findings),
+                    "forced": bool(found.blocking and force),
+                }
+                ev.append_log(f"== appcheck: {found.summary}")
+                if found.blocking and not force:
+                    _infra(state, f"appcheck: {found.summary} (use force to run anyway)")
+                    return _finish(ev, state, host, images, started, t0, stream)
+            from runner import entrypoint
+
+            entry = entrypoint.entrypoint(appdir)
+            guest_argv = [*entry.argv, *profile.args]
+            extra_binds = [appdir, *(Path(b) for b in binds)]
+        mismatch = _recheck_deps(state)
+        if mismatch is not None:
+            _infra(state, f"deps overlay changed since preflight: {mismatch}")
+            return _finish(ev, state, host, images, started, t0, stream)
+        _launch(
+            state,
+            ev,
+            guest_argv,
+            private_runtime=checks.private_runtime_dir,
+            binds=extra_binds,
+            echo=echo,
+        )
+    except FexstackError as exc:
+        _infra(state, f"{state.stage}: {exc.message}")
+        ev.append_log(f"== error ({type(exc).__name__}): {exc}")
+    except BaseException as exc:
+        error = exc
+        _infra(state, f"{state.stage}: internal error: {type(exc).__name__}: {exc}")
+        with contextlib.suppress(Exception):
+            ev.append_log(f"== internal error: {type(exc).__name__}: {exc}")
+    result = _finish(ev, state, host, images, started, t0, stream)
+    if error is not None:
+        raise error
+    return result
+
+
+def _finish(
+    ev: evidence.Evidence,
+    state: _State,
+    host: hostinfo.HostInfo,
+    images: list[dict[str, Any]],
+    started: dt.datetime,
+    t0: float,
+    stream: TextIO | None,
+) -> RunResult:
+    if state.stage != "launch":
+        state.duration_seconds = time.monotonic() - t0
+    if not ev.inputs.exists():
+        # inputs could not be recorded in full (e.g. an unreadable image): record the profile
+        with contextlib.suppress(Exception):
+            ev.write_inputs(inputs_document(state.profile, host, {}))
+    ev.append_log(f"== outcome {state.outcome}: {state.reason}")
+    ev.write_report(_report(state, host, images, started))
+    evidence.announce(ev, state.outcome, state.reason, stream or sys.stdout)
+    return RunResult(ev.dir, state.outcome, state.reason)

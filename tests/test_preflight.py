@@ -1,0 +1,151 @@
+"""Preflight checks and ``doit doctor``."""
+
+from __future__ import annotations
+
+import fcntl
+import io
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from fexstack import jsonio
+from runner import hostinfo, preflight
+from runner.profile import Layer, build_profile
+from tests.test_muvm import FAKE_MUVM, make_erofs, write_manifest
+
+
+def host(muvm_version: str = "unknown", fex: tuple[str, ...] = ()) -> hostinfo.HostInfo:
+    return hostinfo.HostInfo(
+        kernel="Linux 6.18",
+        arch="aarch64",
+        page_size=16384,
+        cpu=hostinfo.cpu_facts("Features : fp asimd\n"),
+        muvm="/usr/bin/muvm",
+        muvm_version=muvm_version,
+        fex_binaries=fex,
+        fex_version="unknown",
+    )
+
+
+@pytest.mark.parametrize(
+    ("version", "fex", "status"),
+    [
+        ("0.6.0", ("/usr/bin/FEXInterpreter",), "ok"),
+        ("0.6.0", ("/usr/bin/FEX",), "fail"),
+        ("0.7.1", ("/usr/bin/FEX",), "ok"),
+        ("0.7.1", ("/usr/bin/FEXInterpreter",), "fail"),
+        ("0.7.1", (), "fail"),
+        ("unknown", ("/usr/bin/FEX",), "warn"),
+    ],
+)
+def test_fex_binary_must_match_the_muvm_version(
+    version: str, fex: tuple[str, ...], status: str
+) -> None:
+    profile = build_profile("x", muvm=FAKE_MUVM, backend="muvm")
+    check = preflight.check_fex(profile, host(version, fex))
+    assert check.status == status, check
+    if status == "fail":
+        assert check.hint
+
+
+def test_rootfs_override_is_a_warning(tmp_path: Path) -> None:
+    assert preflight.check_rootfs_override({}, tmp_path).status == "ok"
+    config = tmp_path / ".fex-emu" / "Config.json"
+    config.parent.mkdir()
+    config.write_text(json.dumps({"Config": {"RootFS": "/home/u/.fex-emu/RootFS/Ubuntu"}}))
+    check = preflight.check_rootfs_override({}, tmp_path)
+    assert check.status == "warn" and "Ubuntu" in check.detail and check.hint
+    config.write_text(json.dumps({"Config": {"Multiblock": "1"}}))
+    assert preflight.check_rootfs_override({}, tmp_path).status == "ok"
+    env_check = preflight.check_rootfs_override({"FEX_ROOTFS": "/x"}, tmp_path)
+    assert env_check.status == "warn" and "FEX_ROOTFS" in env_check.detail
+
+
+def test_display_checks() -> None:
+    assert preflight.check_display({"DISPLAY": ":0"}).status == "ok"
+    wayland = preflight.check_display({"WAYLAND_DISPLAY": "wayland-0"})
+    assert wayland.status == "warn" and "not forward" in wayland.detail
+    both = preflight.check_display({"DISPLAY": ":0", "WAYLAND_DISPLAY": "wayland-0"})
+    assert both.status == "ok" and "not forwarded" in both.detail
+
+
+def test_running_vm_detection(tmp_path: Path) -> None:
+    env = {"XDG_RUNTIME_DIR": str(tmp_path)}
+    check, private = preflight.check_runtime_dir(env, private_runtime=False)
+    assert check.status == "ok" and not private
+    lock = tmp_path / "muvm.lock"
+    lock.write_bytes(b"0123456789abcdef")  # left behind by a muvm that exited: stale
+    check, private = preflight.check_runtime_dir(env, private_runtime=False)
+    assert check.status == "ok" and not private
+    with open(lock, "rb") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        refused, private = preflight.check_runtime_dir(env, private_runtime=False)
+        assert refused.status == "fail" and refused.hint and not private
+        own, private = preflight.check_runtime_dir(env, private_runtime=True)
+        assert own.status == "warn" and private
+    inside, _ = preflight.check_runtime_dir({**env, "MUVM_SERVER_PORT": "3334"}, False)
+    assert inside.status == "fail" and "MUVM_SERVER_PORT" in inside.detail
+
+
+def test_manifest_must_match_the_image(tmp_path: Path) -> None:
+    image = make_erofs(tmp_path / "d.erofs", {"usr/lib64/libd.so.1": "d"})
+    manifest = write_manifest(image)
+    layer = Layer("deps", "d", image, manifest)
+    assert preflight.check_manifest(layer, {}).status == "ok"
+    manifest.write_text(json.dumps({"image": {"sha256": "0" * 64}}))
+    stale = preflight.check_manifest(layer, {})
+    assert stale.status == "fail" and "manifest records" in stale.detail and stale.hint
+    missing = preflight.check_manifest(replace(layer, manifest=tmp_path / "no.json"), {})
+    assert missing.status == "fail" and "does not exist" in missing.detail
+    assert preflight.check_manifest(replace(layer, manifest=None), {}).status == "fail"
+
+
+def test_run_checks_flags_missing_muvm_and_bad_images(tmp_path: Path) -> None:
+    not_erofs = tmp_path / "base.erofs"
+    not_erofs.write_bytes(b"\0" * 8192)
+    profile = build_profile(
+        "x", base=not_erofs, gpu=[], muvm=tmp_path / "no-muvm", backend="muvm"
+    )
+    result = preflight.run_checks(
+        profile, host=host(), env={"XDG_RUNTIME_DIR": str(tmp_path)}, home=tmp_path
+    )
+    failed = {c.name for c in result.failed}
+    assert {"muvm", "image:base:base", "fex-binary"} <= failed
+    assert not result.ok
+    base_check = next(c for c in result.checks if c.name == "image:base:base")
+    assert "not an EROFS image" in base_check.detail
+
+
+def test_directory_base_only_for_native(tmp_path: Path) -> None:
+    profile = build_profile("x", base=tmp_path, gpu=[], muvm=FAKE_MUVM, backend="muvm")
+    checks = preflight.run_checks(profile, host=host("0.7.1", ("/usr/bin/FEX",)),
+                                  env={"XDG_RUNTIME_DIR": str(tmp_path)}, home=tmp_path)
+    assert [c.name for c in checks.failed] == ["image:base:base"]
+    native = preflight.run_checks(replace(profile, backend="native"), host=host(), env={},
+                                  home=tmp_path)  # fmt: skip
+    assert next(c for c in native.checks if c.name == "image:base:base").status == "ok"
+
+
+def test_doctor_json_and_table(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    base = make_erofs(tmp_path / "base.erofs", {"usr/lib64/libc.so.6": "c"})
+    profile = build_profile("x", base=base, gpu=[], muvm=FAKE_MUVM, backend="muvm")
+    out = io.StringIO()
+    ok = preflight.doctor(profile, json_output=True, stream=out)
+    doc = json.loads(out.getvalue())
+    jsonio.validate(doc, "doctor")
+    assert doc["ok"] is ok
+    names = [c["name"] for c in doc["checks"]]
+    assert names[:2] == ["muvm", "muvm-user"] or names[0] == "muvm"
+    assert "image:base:base" in names and "display" in names
+    table = io.StringIO()
+    preflight.doctor(profile, stream=table)
+    lines = table.getvalue().splitlines()
+    assert lines[0].split() == ["STATUS", "CHECK", "DETAIL"]
+    assert any(line.startswith("ok") and "image:base:base" in line for line in lines)
+    assert lines[-1].startswith("doctor: ")
+    # the system defaults: no FEX RootFS is installed here, so doctor fails
+    monkeypatch.setenv("FEXSTACK_MUVM", str(FAKE_MUVM))
+    assert preflight.doctor(stream=io.StringIO()) is False
