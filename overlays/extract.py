@@ -1,0 +1,781 @@
+"""Safe extraction of one RPM's payload into the per-RPM cache.
+
+Each package is extracted once, into ``<cache>/extracted/<sha256>/``::
+
+    tree/        the payload, rooted at "/" (owned by whoever runs fexstack)
+    meta.json    what is in tree/ (schema ``extracted``; see below)
+
+The folder is built under a temp name and renamed into place, so an extraction killed at
+any moment is never taken as done.
+
+How an entry gets written: the header is read with python3-rpm (signature and digest
+checks off: fetch verified the file's sha256 and signature), the payload (a newc cpio
+archive) is decompressed and parsed here, and every entry is checked before anything is
+written: its name must be relative with no ``.``, ``..`` or empty component; device nodes
+and sockets are refused; the entry must be listed in the header with the same file type
+and mode, regular files must match the header's digest, symlinks its link target. Files
+are created with ``O_CREAT|O_EXCL|O_NOFOLLOW`` relative to directory fds opened with
+``O_NOFOLLOW`` one component at a time, so nothing is ever written through a symlink,
+whatever the payload holds.
+
+Policy, recorded in meta.json:
+- owners are not applied (the files belong to the user running fexstack; the image step
+  makes them root); non-root owners from the header are listed per file;
+- setuid/setgid bits are kept and listed (a deps overlay fails the check on them);
+- file capabilities are dropped and listed (``caps_dropped``): keeping them would mean
+  encoding ``security.capability`` xattrs, and a deps overlay has no use for them;
+- FIFOs are created and listed; ``%ghost`` files are not created and are listed;
+- every mtime is 0, so trees do not depend on when or in which order they were extracted.
+"""
+
+from __future__ import annotations
+
+import bz2
+import contextlib
+import errno
+import gzip
+import hashlib
+import io
+import logging
+import lzma
+import os
+import stat
+import struct
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any, cast
+
+import rpm
+
+from fexstack import atomic, command, jsonio
+from fexstack.errors import StageError, ToolError
+
+try:  # Python 3.14+; older Pythons decompress zstd payloads through rpm2cpio
+    from compression import zstd  # type: ignore[import-not-found,unused-ignore]
+except ImportError:  # pragma: no cover
+    zstd = None
+
+log = logging.getLogger("fexstack.extract")
+
+EXTRACTED = "extracted"
+FORMAT = 1
+CHUNK = 1 << 20
+RPMFILE_GHOST = 1 << 6
+LEAD_SIZE = 96
+HEADER_MAGIC = b"\x8e\xad\xe8\x01"
+NEWC_MAGIC = b"070701"
+STRIPPED_MAGIC = b"07070X"  # rpm 6 (v6 packages): no names, an index into the header
+TRAILER = "TRAILER!!!"
+DIGEST_ALGOS = {
+    1: "md5",
+    2: "sha1",
+    8: "sha256",
+    9: "sha384",
+    10: "sha512",
+    11: "sha224",
+    12: "sha3_256",
+    14: "sha3_512",
+}
+OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+CREATE_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def extracted_dir(cache: Path, sha256: str) -> Path:
+    return cache / EXTRACTED / sha256
+
+
+@dataclass(frozen=True)
+class Extracted:
+    """One package's extracted payload in the cache."""
+
+    sha256: str
+    tree: Path
+    meta: Mapping[str, Any]
+    fresh: bool  # extracted by this call (False: reused from the cache)
+
+    @property
+    def name(self) -> str:
+        return str(self.meta["package"]["name"])
+
+    @property
+    def files(self) -> Mapping[str, Mapping[str, Any]]:
+        files: Mapping[str, Mapping[str, Any]] = self.meta["files"]
+        return files
+
+
+def extract(rpm_file: Path, sha256: str, *, cache: Path, package: str) -> Extracted:
+    """The extracted payload of ``rpm_file`` (whose sha256 the lock says is ``sha256``).
+
+    Reuses ``<cache>/extracted/<sha256>/`` when it is complete and its files still have
+    the recorded types, sizes and modes; otherwise verifies the RPM's sha256 and extracts.
+    """
+    folder = extracted_dir(cache, sha256)
+    reused = _reuse(folder, sha256)
+    if reused is not None:
+        return reused
+    _check_sha256(rpm_file, sha256, package)
+    with atomic.temp_dir(folder) as tmp:
+        os.chmod(tmp, 0o755)
+        meta = _Extraction(rpm_file, sha256, package, tmp / "tree").run()
+        jsonio.write(tmp / "meta.json", meta, "extracted")
+    return Extracted(sha256=sha256, tree=folder / "tree", meta=meta, fresh=True)
+
+
+def _reuse(folder: Path, sha256: str) -> Extracted | None:
+    meta_path = folder / "meta.json"
+    if not meta_path.exists():
+        return None
+    try:
+        meta = jsonio.read(meta_path)  # validated when written; audited against tree/ here
+        if meta.get("format") != FORMAT or meta.get("rpm_sha256") != sha256:
+            problem: str | None = "written by another format or for another RPM"
+        else:
+            problem = _audit(folder / "tree", meta)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        problem = f"{type(exc).__name__}: {exc}"
+    if problem is None:
+        return Extracted(sha256=sha256, tree=folder / "tree", meta=meta, fresh=False)
+    log.warning("extracted cache %s is damaged (%s); extracting again", folder, problem)
+    atomic.remove(folder)
+    return None
+
+
+def _audit(tree: Path, meta: Mapping[str, Any]) -> str | None:
+    """Cheap check that ``tree`` still holds what ``meta`` says (types, sizes, modes)."""
+    for path, entry in meta["files"].items():
+        try:
+            st = os.lstat(tree / path.lstrip("/"))
+        except FileNotFoundError:
+            return f"{path} is missing"
+        if _kind(st.st_mode) != entry["type"] or stat.S_IMODE(st.st_mode) != entry["mode"]:
+            return f"{path} changed type or mode"
+        if entry["type"] == "file" and st.st_size != entry["size"]:
+            return f"{path} changed size"
+    return None
+
+
+def _check_sha256(rpm_file: Path, sha256: str, package: str) -> None:
+    try:
+        with open(rpm_file, "rb") as fh:
+            actual = hashlib.file_digest(fh, "sha256").hexdigest()
+    except FileNotFoundError as exc:
+        raise StageError(
+            f"package {package}: {rpm_file} is not in the cache",
+            "run the fetch step first (doit fetch:<name>)",
+        ) from exc
+    if actual != sha256:
+        raise StageError(
+            f"package {package}: cached {rpm_file} has sha256 {actual}, the lock says {sha256}",
+            "run the fetch step again: it replaces a damaged cached package",
+        )
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISREG(mode):
+        return "file"
+    if stat.S_ISDIR(mode):
+        return "dir"
+    if stat.S_ISLNK(mode):
+        return "symlink"
+    if stat.S_ISFIFO(mode):
+        return "fifo"
+    if stat.S_ISCHR(mode):
+        return "char device"
+    if stat.S_ISBLK(mode):
+        return "block device"
+    if stat.S_ISSOCK(mode):
+        return "socket"
+    return f"unknown type {mode:o}"
+
+
+@dataclass
+class _HeaderFile:
+    index: int
+    inode: int
+    nlink: int
+    mode: int
+    size: int
+    digest: str
+    linkto: str
+    caps: str
+    user: str
+    group: str
+    ghost: bool
+
+
+@dataclass
+class _CpioEntry:
+    name: str
+    ino: int
+    mode: int
+    nlink: int
+    size: int
+
+
+def payload_offset(fh: IO[bytes], rpm_file: Path, package: str) -> int:
+    """Offset of the payload: after the lead, the signature header (8-aligned), the header."""
+
+    def header_end(offset: int) -> int:
+        fh.seek(offset)
+        intro = fh.read(16)
+        if len(intro) != 16 or intro[:4] != HEADER_MAGIC:
+            raise StageError(
+                f"package {package}: {rpm_file} is not an RPM (no header at byte {offset})",
+                "run the fetch step again; if it persists the package is broken upstream",
+            )
+        count, data = struct.unpack(">II", intro[8:16])
+        return int(offset + 16 + 16 * count + data)
+
+    signature_end = header_end(LEAD_SIZE)
+    return header_end((signature_end + 7) // 8 * 8)
+
+
+def read_header(rpm_file: Path, package: str) -> rpm.hdr:
+    """The RPM header, read without signature or digest checks (fetch did those)."""
+    ts = rpm.TransactionSet()
+    ts.setVSFlags(rpm._RPMVSF_NOSIGNATURES | rpm._RPMVSF_NODIGESTS)
+    fd = os.open(rpm_file, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return ts.hdrFromFdno(fd)
+    except rpm.error as exc:
+        raise StageError(
+            f"package {package}: rpm cannot read the header of {rpm_file}: {exc}",
+            "run the fetch step again; if it persists the package is broken upstream",
+        ) from exc
+    finally:
+        os.close(fd)
+
+
+def _header_files(hdr: rpm.hdr) -> dict[str, _HeaderFile]:
+    files: dict[str, _HeaderFile] = {}
+    for index, f in enumerate(rpm.files(hdr)):
+        files[f.name] = _HeaderFile(
+            index=index,
+            inode=f.inode,
+            nlink=f.nlink,
+            mode=f.mode,
+            size=f.size,
+            digest=f.digest or "",
+            linkto=f.linkto or "",
+            caps=f.caps or "",
+            user=f.user or "root",
+            group=f.group or "root",
+            ghost=bool(f.fflags & RPMFILE_GHOST),
+        )
+    return files
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+@contextlib.contextmanager
+def _payload(rpm_file: Path, hdr: rpm.hdr, package: str) -> Iterator[IO[bytes]]:
+    """The decompressed payload as a stream."""
+    compressor = _text(hdr[rpm.RPMTAG_PAYLOADCOMPRESSOR] or "gzip")
+    fmt = _text(hdr[rpm.RPMTAG_PAYLOADFORMAT] or "cpio")
+    if fmt != "cpio":
+        raise StageError(
+            f"package {package}: payload format {fmt!r} is not supported (only cpio)",
+            "this package was built by an rpm fexstack does not know; report it",
+        )
+    with open(rpm_file, "rb") as raw:
+        raw.seek(payload_offset(raw, rpm_file, package))
+        stream = _decompressor(compressor, raw)
+        if stream is None:
+            yield io.BytesIO(_rpm2cpio(rpm_file, package))
+            return
+        with stream:
+            yield stream
+
+
+def _decompressor(compressor: str, raw: IO[bytes]) -> IO[bytes] | None:
+    """A stream decompressing ``raw``, or None to let rpm2cpio do it."""
+    if compressor == "zstd":
+        return zstd.ZstdFile(raw) if zstd is not None else None
+    if compressor in ("xz", "lzma"):
+        return lzma.LZMAFile(raw)
+    if compressor == "gzip":
+        return cast(IO[bytes], gzip.GzipFile(fileobj=raw))
+    if compressor == "bzip2":
+        return bz2.BZ2File(raw)
+    if compressor in ("identity", "none"):
+        return raw
+    return None
+
+
+def _rpm2cpio(rpm_file: Path, package: str) -> bytes:
+    try:
+        return command.run(["rpm2cpio", rpm_file]).stdout or b""
+    except ToolError as exc:
+        raise StageError(
+            f"package {package}: cannot decompress the payload of {rpm_file}",
+            "install rpm2cpio or use Python 3.14+ (compression.zstd)",
+        ) from exc
+
+
+class _Reader:
+    """Exact reads from the decompressed payload, tracking the offset for padding."""
+
+    def __init__(self, stream: IO[bytes], package: str) -> None:
+        self.stream = stream
+        self.package = package
+        self.offset = 0
+
+    def exact(self, size: int) -> bytes:
+        data = self.stream.read(size)
+        while len(data) < size:
+            more = self.stream.read(size - len(data))
+            if not more:
+                raise StageError(
+                    f"package {self.package}: the payload ends early (truncated cpio archive)",
+                    "run the fetch step again; if it persists the package is broken upstream",
+                )
+            data += more
+        self.offset += size
+        return data
+
+    def align(self) -> None:
+        pad = -self.offset % 4
+        if pad:
+            self.exact(pad)
+
+
+class _Extraction:
+    """One extraction run: header facts, the tree being written, what was recorded."""
+
+    def __init__(self, rpm_file: Path, sha256: str, package: str, tree: Path) -> None:
+        self.rpm_file = rpm_file
+        self.sha256 = sha256
+        self.package = package
+        self.tree = tree
+        self.files: dict[str, dict[str, Any]] = {}
+        self.dir_modes: dict[str, int] = {}
+        self.digests: dict[str, str] = {}
+        self.header: dict[str, _HeaderFile] = {}
+        self.by_index: list[str] = []
+        self.last_link: dict[int, int] = {}  # inode -> highest index of its hardlink set
+        self.algo = 0
+        self.root_fd = -1
+
+    def run(self) -> dict[str, Any]:
+        hdr = read_header(self.rpm_file, self.package)
+        self.header = _header_files(hdr)
+        self.by_index = sorted(self.header, key=lambda p: self.header[p].index)
+        for known in self.header.values():
+            if known.index > self.last_link.get(known.inode, -1):
+                self.last_link[known.inode] = known.index
+        self.algo = int(hdr[rpm.RPMTAG_FILEDIGESTALGO] or 1)  # absent means md5
+        self.tree.mkdir(mode=0o755)
+        self.root_fd = os.open(self.tree, OPEN_DIR)
+        try:
+            with _payload(self.rpm_file, hdr, self.package) as stream:
+                self._entries(_Reader(stream, self.package))
+            self._finish_dirs()
+        finally:
+            os.close(self.root_fd)
+        missing = sorted(
+            p for p, h in self.header.items() if not h.ghost and p not in self.files and p != "/"
+        )
+        if missing:
+            raise self._error(missing[0], "is listed in the header but not in the payload")
+        return self._meta(hdr)
+
+    def _error(self, path: str, what: str) -> StageError:
+        return StageError(
+            f"package {self.package} ({self.rpm_file.name}): payload entry {path!r} {what}",
+            "the package is malformed or hostile; nothing was staged from it "
+            "(drop it from the stack's seeds or exclude it, then re-lock)",
+        )
+
+    def _entries(self, reader: _Reader) -> None:
+        pending: dict[int, list[str]] = {}  # hardlink groups still waiting for their data
+        written: dict[int, str] = {}  # hardlink groups: inode -> path holding the data
+        while True:
+            entry = self._next(reader)
+            if entry.name == TRAILER:
+                break
+            if entry.name in (".", "./") and stat.S_ISDIR(entry.mode) and "/" in self.header:
+                self._skip(reader, entry)  # the root itself (a base's filesystem package)
+                continue
+            path = self._check(entry)
+            kind = _kind(entry.mode)
+            if kind == "file" and entry.nlink > 1:
+                if entry.ino in written:
+                    self._skip(reader, entry)
+                    self._link(written[entry.ino], path)
+                elif entry.size == 0:
+                    pending.setdefault(entry.ino, []).append(path)
+                    self._record(path, entry)
+                    continue
+                else:
+                    self._file(reader, path, entry)
+                    written[entry.ino] = path
+                    for other in pending.pop(entry.ino, []):
+                        self._link(path, other)
+                self._record(path, entry)
+            elif kind == "file":
+                self._file(reader, path, entry)
+                self._record(path, entry)
+            elif kind == "dir":
+                self._skip(reader, entry)
+                self._dir(path, entry.mode)
+                self._record(path, entry)
+            elif kind == "symlink":
+                if not 0 < entry.size <= 4096:
+                    raise self._error(path, f"is a symlink with a {entry.size}-byte target")
+                target = reader.exact(entry.size)
+                reader.align()
+                self._symlink(path, target)
+                self._record(path, entry, target=target)
+            elif kind == "fifo":
+                self._skip(reader, entry)
+                parent, name = self._parent(path)
+                try:
+                    os.mkfifo(name, stat.S_IMODE(entry.mode), dir_fd=parent)
+                finally:
+                    os.close(parent)
+                self._stamp(path)
+                self._record(path, entry)
+            else:
+                raise self._error(path, f"is a {kind}: refused (no device nodes or sockets)")
+        for group in pending.values():  # empty hardlinked files: no entry carried data
+            first, *others = group
+            self._write(first, b"", self.files[first]["mode"])
+            for other in others:
+                self._link(first, other)
+        for path, record in self.files.items():
+            if record["type"] == "file" and "sha256" not in record:
+                self._check_digest(path, self._hash(path))
+
+    def _next(self, reader: _Reader) -> _CpioEntry:
+        magic = reader.exact(6)
+        if magic == STRIPPED_MAGIC:
+            return self._next_stripped(reader)
+        if magic != NEWC_MAGIC:
+            raise StageError(
+                f"package {self.package}: payload entry at byte {reader.offset - 6} is not "
+                f"a cpio header (magic {magic!r})",
+                "the package is malformed, or uses a payload layout fexstack does not read",
+            )
+        head = magic + reader.exact(104)
+        try:
+            fields = [int(head[6 + 8 * i : 14 + 8 * i], 16) for i in range(13)]
+        except ValueError as exc:
+            raise StageError(
+                f"package {self.package}: corrupt cpio header at byte {reader.offset - 110}",
+                "the package is malformed",
+            ) from exc
+        namesize = fields[11]
+        if not 1 <= namesize <= 4096:
+            raise StageError(
+                f"package {self.package}: cpio entry name of {namesize} bytes",
+                "the package is malformed",
+            )
+        raw = reader.exact(namesize)
+        reader.align()
+        try:
+            name = raw.rstrip(b"\0").decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise self._error(repr(raw), "is not a UTF-8 file name") from exc
+        if "\0" in name:
+            raise self._error(name, "contains a NUL byte")
+        return _CpioEntry(name=name, ino=fields[0], mode=fields[1], nlink=fields[4], size=fields[6])
+
+    def _next_stripped(self, reader: _Reader) -> _CpioEntry:
+        """An entry of rpm 6's stripped cpio: a file index into the header, then the data.
+
+        Metadata comes from the header. Data follows for regular files (for a hardlink set,
+        only the member with the highest index) and for symlinks (the target).
+        """
+        raw = reader.exact(8)
+        reader.align()
+        try:
+            index = int(raw, 16)
+            path = self.by_index[index]
+        except (ValueError, IndexError) as exc:
+            raise StageError(
+                f"package {self.package}: payload names file index {raw!r}, which is not "
+                "in the header",
+                "the package is malformed",
+            ) from exc
+        known = self.header[path]
+        size = 0
+        if stat.S_ISLNK(known.mode):
+            size = len(known.linkto.encode("utf-8"))
+        elif stat.S_ISREG(known.mode) and (
+            known.nlink <= 1 or index == self.last_link[known.inode]
+        ):
+            size = known.size
+        return _CpioEntry(
+            name="." + path, ino=known.inode, mode=known.mode, nlink=known.nlink, size=size
+        )
+
+    def _check(self, entry: _CpioEntry) -> str:
+        """The entry's absolute path, once its name, type and header record check out."""
+        name = entry.name
+        if name.startswith("./"):
+            name = name[2:]
+        if name.startswith("/"):
+            raise self._error(entry.name, "is an absolute name: refused")
+        parts = name.split("/")
+        if ".." in parts:
+            raise self._error(entry.name, "has a '..' component: refused")
+        if any(p in ("", ".") for p in parts):
+            raise self._error(entry.name, "has an empty or '.' component: refused")
+        path = "/" + name
+        kind = _kind(entry.mode)
+        if kind not in ("file", "dir", "symlink", "fifo"):
+            raise self._error(path, f"is a {kind}: refused (no device nodes or sockets)")
+        if path in self.files:
+            raise self._error(path, "appears twice in the payload")
+        known = self.header.get(path)
+        if known is None or known.ghost:
+            raise self._error(path, "is not listed in the package's header")
+        if known.mode != entry.mode:
+            raise self._error(path, f"has mode {entry.mode:o} but the header says {known.mode:o}")
+        return path
+
+    def _parent(self, path: str) -> tuple[int, str]:
+        """An fd of ``path``'s parent (made if missing, never through a symlink) and its name."""
+        try:
+            return open_parent(self.root_fd, path, self._made)
+        except OSError as exc:
+            if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                raise self._error(
+                    path, f"would be written through {exc.filename}, which is not a directory"
+                ) from exc
+            raise
+
+    def _made(self, path: str) -> None:
+        self.dir_modes.setdefault(path, 0o755)
+
+    def _skip(self, reader: _Reader, entry: _CpioEntry) -> None:
+        remaining = entry.size
+        while remaining:
+            remaining -= len(reader.exact(min(CHUNK, remaining)))
+        reader.align()
+
+    def _file(self, reader: _Reader, path: str, entry: _CpioEntry) -> None:
+        parent, name = self._parent(path)
+        digest = hashlib.sha256()
+        try:
+            fd = os.open(name, CREATE_FILE, 0o600, dir_fd=parent)
+        except FileExistsError as exc:
+            raise self._error(path, "is written twice") from exc
+        finally:
+            os.close(parent)
+        try:
+            remaining = entry.size
+            while remaining:
+                chunk = reader.exact(min(CHUNK, remaining))
+                remaining -= len(chunk)
+                digest.update(chunk)
+                _write_all(fd, chunk)
+            os.fchmod(fd, stat.S_IMODE(entry.mode))
+            os.utime(fd, ns=(0, 0))
+        finally:
+            os.close(fd)
+        reader.align()
+        self._check_digest(path, digest.hexdigest())
+
+    def _write(self, path: str, data: bytes, mode: int) -> None:
+        parent, name = self._parent(path)
+        try:
+            fd = os.open(name, CREATE_FILE, 0o600, dir_fd=parent)
+        finally:
+            os.close(parent)
+        try:
+            _write_all(fd, data)
+            os.fchmod(fd, mode)
+            os.utime(fd, ns=(0, 0))
+        finally:
+            os.close(fd)
+
+    def _hash(self, path: str) -> str:
+        parent, name = self._parent(path)
+        try:
+            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent)
+        finally:
+            os.close(parent)
+        with os.fdopen(fd, "rb") as fh:
+            return hashlib.file_digest(fh, "sha256").hexdigest()
+
+    def _check_digest(self, path: str, sha256: str) -> None:
+        """Compare a written file with the header's digest; remember its sha256."""
+        known = self.header[path]
+        algo = DIGEST_ALGOS.get(self.algo)
+        if algo is None:
+            raise self._error(path, f"uses file digest algorithm {self.algo}, which is unknown")
+        if algo == "sha256":
+            actual = sha256
+        else:
+            parent, name = self._parent(path)
+            try:
+                fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent)
+            finally:
+                os.close(parent)
+            with os.fdopen(fd, "rb") as fh:
+                actual = hashlib.file_digest(fh, algo).hexdigest()
+        if actual != known.digest:
+            raise self._error(path, f"has {algo} {actual} but the header says {known.digest}")
+        self.digests[path] = sha256
+        if path in self.files:
+            self.files[path]["sha256"] = sha256
+
+    def _link(self, source: str, path: str) -> None:
+        if self.header[source].mode != self.header[path].mode:
+            raise self._error(path, f"is a hardlink of {source} with a different mode")
+        src_parent, src_name = self._parent(source)
+        dst_parent, dst_name = self._parent(path)
+        try:
+            os.link(
+                src_name,
+                dst_name,
+                src_dir_fd=src_parent,
+                dst_dir_fd=dst_parent,
+                follow_symlinks=False,
+            )
+        except FileExistsError as exc:
+            raise self._error(path, "is written twice") from exc
+        finally:
+            os.close(src_parent)
+            os.close(dst_parent)
+
+    def _dir(self, path: str, mode: int) -> None:
+        parent, name = self._parent(path)
+        try:
+            try:
+                os.mkdir(name, 0o755, dir_fd=parent)
+            except FileExistsError:
+                st = os.stat(name, dir_fd=parent, follow_symlinks=False)
+                if not stat.S_ISDIR(st.st_mode):
+                    raise self._error(path, "is a directory and also something else") from None
+        finally:
+            os.close(parent)
+        self.dir_modes[path] = stat.S_IMODE(mode)
+
+    def _symlink(self, path: str, target: bytes) -> None:
+        try:
+            text = target.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise self._error(path, "is a symlink whose target is not UTF-8") from exc
+        if not text or "\0" in text:
+            raise self._error(path, "is a symlink with an empty or NUL-holding target")
+        if text != self.header[path].linkto:
+            raise self._error(
+                path, f"links to {text!r} but the header says {self.header[path].linkto!r}"
+            )
+        parent, name = self._parent(path)
+        try:
+            os.symlink(text, name, dir_fd=parent)
+        except FileExistsError as exc:
+            raise self._error(path, "is written twice") from exc
+        finally:
+            os.close(parent)
+        self._stamp(path)
+
+    def _stamp(self, path: str) -> None:
+        parent, name = self._parent(path)
+        try:
+            os.utime(name, ns=(0, 0), dir_fd=parent, follow_symlinks=False)
+        finally:
+            os.close(parent)
+
+    def _finish_dirs(self) -> None:
+        """Apply directory modes and zero mtimes, deepest first (children change parents)."""
+        for path in sorted(self.dir_modes, key=lambda p: (-p.count("/"), p)):
+            parent, name = self._parent(path)
+            try:
+                os.chmod(name, self.dir_modes[path], dir_fd=parent, follow_symlinks=False)
+                os.utime(name, ns=(0, 0), dir_fd=parent, follow_symlinks=False)
+            finally:
+                os.close(parent)
+        os.chmod(self.root_fd, 0o755)
+        os.utime(self.root_fd, ns=(0, 0))
+
+    def _record(self, path: str, entry: _CpioEntry, target: bytes | None = None) -> None:
+        known = self.header[path]
+        kind = _kind(entry.mode)
+        mode = stat.S_IMODE(entry.mode)
+        record: dict[str, Any] = {"type": kind, "mode": mode}
+        if kind == "file":
+            record["size"] = known.size if entry.nlink > 1 else entry.size
+            if path in self.digests:
+                record["sha256"] = self.digests[path]
+        if target is not None:
+            record["target"] = target.decode("utf-8")
+        if kind != "dir" and mode & stat.S_ISUID:
+            record["setuid"] = True
+        if kind != "dir" and mode & stat.S_ISGID:
+            record["setgid"] = True
+        if known.caps:
+            record["caps_dropped"] = known.caps
+        if known.user != "root":
+            record["user"] = known.user
+        if known.group != "root":
+            record["group"] = known.group
+        self.files[path] = record
+
+    def _meta(self, hdr: rpm.hdr) -> dict[str, Any]:
+        epoch = hdr[rpm.RPMTAG_EPOCH]
+        package = {
+            "name": _text(hdr[rpm.RPMTAG_NAME]),
+            "epoch": int(epoch) if epoch is not None else 0,
+            "version": _text(hdr[rpm.RPMTAG_VERSION]),
+            "release": _text(hdr[rpm.RPMTAG_RELEASE]),
+            "arch": _text(hdr[rpm.RPMTAG_ARCH] or "noarch"),
+        }
+        files = self.files
+        return {
+            "format": FORMAT,
+            "rpm_sha256": self.sha256,
+            "package": package,
+            "files": files,
+            "ghosts": sorted(p for p, h in self.header.items() if h.ghost),
+            "setuid": sorted(p for p, f in files.items() if f.get("setuid") or f.get("setgid")),
+            "caps_dropped": {p: f["caps_dropped"] for p, f in files.items() if "caps_dropped" in f},
+            "fifos": sorted(p for p, f in files.items() if f["type"] == "fifo"),
+        }
+
+
+def open_parent(
+    root_fd: int, path: str, made: Callable[[str], None] | None = None
+) -> tuple[int, str]:
+    """Open the parent directory of ``path`` (absolute, below ``root_fd``) and name the leaf.
+
+    Walks one component at a time with ``O_NOFOLLOW``, making missing directories (mode
+    0755, reported to ``made``); a component that is a symlink or not a directory raises
+    OSError (ELOOP or ENOTDIR) whose ``filename`` is the offending path. The caller closes
+    the returned fd.
+    """
+    *dirs, name = path.lstrip("/").split("/")
+    fd = os.dup(root_fd)
+    walked = ""
+    try:
+        for part in dirs:
+            walked += "/" + part
+            try:
+                new = os.open(part, OPEN_DIR, dir_fd=fd)
+            except FileNotFoundError:
+                os.mkdir(part, 0o755, dir_fd=fd)
+                if made is not None:
+                    made(walked)
+                new = os.open(part, OPEN_DIR, dir_fd=fd)
+            except OSError as exc:
+                if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                    raise OSError(exc.errno, os.strerror(exc.errno), walked) from exc
+                raise
+            os.close(fd)
+            fd = new
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, name
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]

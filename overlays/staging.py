@@ -1,0 +1,387 @@
+"""The stage step: assemble a lock's staging tree from the extracted-RPM cache.
+
+Every package is extracted once into the cache (:mod:`overlays.extract`); the tree
+``build/<name>/staging`` is then put together from those extractions: files are
+hardlinked from the cache where the filesystem allows (else copied), symlinks, FIFOs and
+directories are made anew. The tree is built in a temp folder beside ``staging`` and
+renamed into place, so a killed stage never leaves a tree that looks complete.
+
+Staged files may share their inode with the cache: later steps must treat the staging
+tree as read-only (replace a file, never write into it).
+
+Before anything is written, the packages' file lists are checked together, in an order
+that does not depend on the lock's:
+- a path below a symlink of another package (A: /usr/lib64/foo -> /tmp, B:
+  /usr/lib64/foo/evil.so) is an error naming both packages: nothing is ever written
+  through a symlink;
+- the same path from two packages with a different type, content, mode or link target is
+  a conflict naming both; identical files and directories are shared.
+
+Outputs beside the step record (``build/<name>/``):
+- ``stage.json`` (schema ``stage``): counts (``extracted``, ``reused``), setuid/setgid
+  files, dropped file capabilities, FIFOs, shared paths, seconds;
+- ``owners.json`` (schema ``owners``): ``{"/abs/path": "package", ...}`` for every path in
+  the tree. A path brought by several packages (directories; identical files) names the
+  first of them by package name, preferring packages that list a directory in their
+  header over those that only have files below it; ``stage.json`` lists every package
+  of shared files under ``shared``.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import logging
+import os
+import time
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import fexstack
+from fexstack import atomic, jsonio, paths
+from fexstack.errors import StageError
+from overlays import extract
+from overlays.fetch import rpm_path
+from overlays.lockfile import Lock, LockedPackage
+
+log = logging.getLogger("fexstack.stage")
+
+WORKERS = 4
+IMPLICIT_DIR = {"type": "dir", "mode": 0o755}
+
+
+@dataclass(frozen=True)
+class StageResult:
+    """What :func:`stage_lock` made."""
+
+    staging: Path
+    packages: int
+    extracted: tuple[str, ...]  # package names extracted by this run, sorted
+    reused: tuple[str, ...]  # package names taken from the extracted cache, sorted
+    owners: Mapping[str, str]  # every path in the tree -> the package that brought it
+    setuid: tuple[str, ...]  # paths with the setuid or setgid bit
+    caps_dropped: Mapping[str, str]  # path -> capabilities the header asked for
+    seconds: float
+
+
+@dataclass(frozen=True)
+class _Claim:
+    """One package's entry for one path (``explicit`` False: a parent it implies)."""
+
+    package: str
+    entry: Mapping[str, Any]
+    explicit: bool
+
+
+def stage_lock(
+    lock: Lock,
+    *,
+    cache: Path | None = None,
+    staging: Path,
+    record: Path,
+    owners: Path | None = None,
+    workers: int = WORKERS,
+) -> StageResult:
+    """Build ``staging`` from the payloads of every package in ``lock``.
+
+    ``record`` is ``build/<name>/stage.json``; ``owners`` defaults to ``owners.json``
+    beside it. The packages must be in ``<cache>/rpms/`` (the fetch step).
+    """
+    started = time.monotonic()
+    cache = cache if cache is not None else paths.cache_dir()
+    owners = owners if owners is not None else record.parent / "owners.json"
+    packages = sorted(lock.packages, key=lambda p: (p.name, p.arch, p.sha256))
+    names = [p.name for p in packages]
+    if len(set(names)) != len(names):
+        twice = sorted({n for n in names if names.count(n) > 1})
+        raise StageError(
+            f"lock {lock.stack} names package(s) {', '.join(twice)} more than once",
+            "a deps overlay holds one arch of each package; re-lock",
+        )
+    extractions = _extract_all(packages, cache, workers)
+
+    claims = _claims(extractions)
+    _check_symlinks(claims)
+    winners, shared, mode_differences = _resolve(claims)
+
+    with atomic.temp_dir(staging) as tmp:
+        link_modes = _assemble(tmp, winners, extractions)
+
+    owner_map = {path: claim.package for path, claim in winners.items()}
+    jsonio.write(owners, owner_map, "owners")
+    setuid = sorted(p for p, c in winners.items() if c.entry.get("setuid") or c.entry.get("setgid"))
+    caps = {
+        p: str(c.entry["caps_dropped"]) for p, c in winners.items() if "caps_dropped" in c.entry
+    }
+    extracted = tuple(sorted(p.name for p in packages if extractions[p.name].fresh))
+    reused = tuple(sorted(p.name for p in packages if not extractions[p.name].fresh))
+    result = StageResult(
+        staging=staging,
+        packages=len(packages),
+        extracted=extracted,
+        reused=reused,
+        owners=owner_map,
+        setuid=tuple(setuid),
+        caps_dropped=caps,
+        seconds=round(time.monotonic() - started, 3),
+    )
+    jsonio.write(
+        record,
+        _record(lock, packages, result, winners, shared, mode_differences, link_modes),
+        "stage",
+    )
+    log.info(
+        "stage %s: %d packages (%d extracted, %d reused), %d paths, %.1f s",
+        lock.stack,
+        len(packages),
+        len(extracted),
+        len(reused),
+        len(winners),
+        result.seconds,
+    )
+    return result
+
+
+def _extract_all(
+    packages: list[LockedPackage], cache: Path, workers: int
+) -> dict[str, extract.Extracted]:
+    def one(pkg: LockedPackage) -> extract.Extracted:
+        done = extract.extract(
+            rpm_path(cache, pkg.sha256), pkg.sha256, cache=cache, package=pkg.name
+        )
+        if done.name != pkg.name:
+            raise StageError(
+                f"the lock's package {pkg.name} (sha256 {pkg.sha256}) is an RPM of "
+                f"package {done.name}",
+                "the lock is inconsistent with its URLs: re-lock",
+            )
+        return done
+
+    with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="extract") as pool:
+        futures = {pkg.name: pool.submit(one, pkg) for pkg in packages}
+        return {name: future.result() for name, future in futures.items()}
+
+
+def _parents(path: str) -> list[str]:
+    parts = path.split("/")[1:-1]
+    return ["/" + "/".join(parts[: i + 1]) for i in range(len(parts))]
+
+
+def _claims(extractions: Mapping[str, extract.Extracted]) -> dict[str, list[_Claim]]:
+    """Every path of every package, explicit entries and the parents they imply."""
+    claims: dict[str, list[_Claim]] = {}
+    for name in sorted(extractions):
+        files = extractions[name].files
+        implied: set[str] = set()
+        for path in files:
+            implied.update(_parents(path))
+        for path, entry in files.items():
+            claims.setdefault(path, []).append(_Claim(name, entry, True))
+        for path in sorted(implied - set(files)):
+            claims.setdefault(path, []).append(_Claim(name, IMPLICIT_DIR, False))
+    return claims
+
+
+def _check_symlinks(claims: Mapping[str, list[_Claim]]) -> None:
+    """Refuse any path below a symlink: it would be written through the link."""
+    links = {
+        path: group
+        for path, group in claims.items()
+        if any(c.entry["type"] == "symlink" for c in group)
+    }
+    if not links:
+        return
+    for path in sorted(claims):
+        for parent in _parents(path):
+            if parent not in links:
+                continue
+            link = next(c for c in links[parent] if c.entry["type"] == "symlink")
+            below = next((c for c in claims[path] if c.package != link.package), claims[path][0])
+            raise StageError(
+                f"package {below.package} has {path} below {parent}, which package "
+                f"{link.package} makes a symlink (-> {link.entry['target']}): "
+                "staging it would write through the symlink",
+                f"{link.package} and {below.package} cannot share an overlay; exclude one "
+                "of them (or its dependent) in the stack, then re-lock",
+            )
+
+
+def _same(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    if a["type"] != b["type"]:
+        return False
+    if a["type"] == "dir":
+        return True
+    keys = ("mode", "sha256", "size", "target", "caps_dropped")
+    return all(a.get(k) == b.get(k) for k in keys)
+
+
+def _describe(claim: _Claim) -> str:
+    entry = claim.entry
+    kind = entry["type"]
+    if not claim.explicit:
+        return "a directory (holding its files)"
+    mode = f"mode {entry['mode']:04o}"
+    if kind == "file":
+        return f"a file ({mode}, sha256 {entry['sha256']})"
+    if kind == "symlink":
+        return f"a symlink to {entry['target']}"
+    return f"a {'directory' if kind == 'dir' else kind} ({mode})"
+
+
+def _resolve(
+    claims: Mapping[str, list[_Claim]],
+) -> tuple[dict[str, _Claim], dict[str, list[str]], dict[str, dict[str, int]]]:
+    """The entry staged at each path; shared non-directory paths; directory mode quarrels."""
+    winners: dict[str, _Claim] = {}
+    shared: dict[str, list[str]] = {}
+    differences: dict[str, dict[str, int]] = {}
+    for path in sorted(claims):
+        group = sorted(claims[path], key=lambda c: (not c.explicit, c.package))
+        first = group[0]
+        for other in group[1:]:
+            if not _same(first.entry, other.entry):
+                raise StageError(
+                    f"packages {first.package} and {other.package} conflict at {path}: "
+                    f"{_describe(first)} in {first.package}, "
+                    f"{_describe(other)} in {other.package}",
+                    f"{first.package} and {other.package} cannot share an overlay; exclude "
+                    "one of them in the stack (or split the stack), then re-lock",
+                )
+        winners[path] = first
+        if first.entry["type"] == "dir":
+            modes = {c.package: int(c.entry["mode"]) for c in group if c.explicit}
+            if len(set(modes.values())) > 1:
+                differences[path] = modes
+        elif len(group) > 1:
+            shared[path] = sorted(c.package for c in group)
+    return winners, shared, differences
+
+
+def _assemble(
+    root: Path, winners: Mapping[str, _Claim], extractions: Mapping[str, extract.Extracted]
+) -> dict[str, int]:
+    """Write the tree under ``root``; counts of files hardlinked and copied."""
+    counts = {"hardlinked": 0, "copied": 0}
+    root_fd = os.open(root, extract.OPEN_DIR)
+    try:
+        for path in sorted(winners, key=lambda p: p.split("/")):
+            claim = winners[path]
+            entry = claim.entry
+            parent, name = extract.open_parent(root_fd, path)
+            try:
+                kind = entry["type"]
+                if kind == "dir":
+                    os.mkdir(name, 0o700, dir_fd=parent)
+                elif kind == "symlink":
+                    os.symlink(entry["target"], name, dir_fd=parent)
+                    os.utime(name, ns=(0, 0), dir_fd=parent, follow_symlinks=False)
+                elif kind == "fifo":
+                    os.mkfifo(name, int(entry["mode"]), dir_fd=parent)
+                    os.utime(name, ns=(0, 0), dir_fd=parent, follow_symlinks=False)
+                else:
+                    tree = extractions[claim.package].tree
+                    counts[_place(tree, path, parent, name, entry)] += 1
+            finally:
+                os.close(parent)
+        for path in sorted(
+            (p for p, c in winners.items() if c.entry["type"] == "dir"),
+            key=lambda p: (-p.count("/"), p),
+        ):
+            parent, name = extract.open_parent(root_fd, path)
+            try:
+                os.chmod(
+                    name, int(winners[path].entry["mode"]), dir_fd=parent, follow_symlinks=False
+                )
+                os.utime(name, ns=(0, 0), dir_fd=parent, follow_symlinks=False)
+            finally:
+                os.close(parent)
+        os.chmod(root_fd, 0o755)
+        os.utime(root_fd, ns=(0, 0))
+    finally:
+        os.close(root_fd)
+    return counts
+
+
+def _place(tree: Path, path: str, parent: int, name: str, entry: Mapping[str, Any]) -> str:
+    """Hardlink ``path`` of the cached ``tree`` as ``name`` in ``parent``, or copy it."""
+    source = tree / path.lstrip("/")
+    try:
+        os.link(source, name, dst_dir_fd=parent, follow_symlinks=False)
+        return "hardlinked"
+    except OSError as exc:
+        if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.EACCES):
+            raise
+    digest = hashlib.sha256()
+    src = os.open(source, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        dst = os.open(name, extract.CREATE_FILE, 0o600, dir_fd=parent)
+        try:
+            while chunk := os.read(src, extract.CHUNK):
+                digest.update(chunk)
+                view = memoryview(chunk)
+                while view:
+                    view = view[os.write(dst, view) :]
+            os.fchmod(dst, int(entry["mode"]))
+            os.utime(dst, ns=(0, 0))
+        finally:
+            os.close(dst)
+    finally:
+        os.close(src)
+    if digest.hexdigest() != entry["sha256"]:
+        raise StageError(
+            f"extracted cache file {source} no longer has sha256 {entry['sha256']}",
+            f"remove {tree.parent} (the damaged extraction) and stage again",
+        )
+    return "copied"
+
+
+def _record(
+    lock: Lock,
+    packages: list[LockedPackage],
+    result: StageResult,
+    winners: Mapping[str, _Claim],
+    shared: Mapping[str, list[str]],
+    mode_differences: Mapping[str, Mapping[str, int]],
+    link_modes: Mapping[str, int],
+) -> dict[str, Any]:
+    kinds = [c.entry["type"] for c in winners.values()]
+    inputs = hashlib.sha256("".join(f"{p.sha256}\n" for p in packages).encode()).hexdigest()
+    return {
+        "step": "stage",
+        "stack": lock.stack,
+        "fexstack": fexstack.__version__,
+        "inputs": f"sha256:{inputs}",
+        "packages": len(packages),
+        "extracted": len(result.extracted),
+        "reused": len(result.reused),
+        "extracted_packages": list(result.extracted),
+        "paths": len(winners),
+        "files": kinds.count("file"),
+        "dirs": kinds.count("dir"),
+        "symlinks": kinds.count("symlink"),
+        "bytes": sum(int(c.entry.get("size", 0)) for c in winners.values()),
+        "hardlinked": link_modes["hardlinked"],
+        "copied": link_modes["copied"],
+        "setuid": [
+            {"path": p, "package": winners[p].package, "mode": f"{winners[p].entry['mode']:04o}"}
+            for p in result.setuid
+        ],
+        "caps_dropped": [
+            {"path": p, "package": winners[p].package, "caps": caps}
+            for p, caps in sorted(result.caps_dropped.items())
+        ],
+        "fifos": [
+            {"path": p, "package": c.package}
+            for p, c in sorted(winners.items())
+            if c.entry["type"] == "fifo"
+        ],
+        "shared": {p: list(pkgs) for p, pkgs in shared.items()},
+        "dir_mode_differences": {
+            p: {pkg: f"{m:04o}" for pkg, m in modes.items()}
+            for p, modes in mode_differences.items()
+        },
+        "seconds": result.seconds,
+    }

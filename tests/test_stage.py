@@ -1,0 +1,387 @@
+"""The stage step: safe extraction into the per-RPM cache and assembly of staging trees."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from fexstack import command, jsonio
+from fexstack.errors import StageError
+from overlays import extract, fetch, staging
+from overlays.lockfile import Lock, LockedPackage
+from overlays.stack import Repo
+from tests.craft_rpm import Entry, craft, lock_of, locked
+from tests.factory import Dir, Factory, File, Package, Symlink
+
+REPOS = {"test": Repo(id="test")}
+
+
+class Build:
+    """One test's cache and build folder."""
+
+    def __init__(self, factory: Factory, root: Path) -> None:
+        self.factory = factory
+        self.root = root
+        self.cache = root / "cache"
+
+    def entry(self, pkg: Package) -> LockedPackage:
+        return locked(pkg.name, self.factory.rpm(pkg), version=pkg.version)
+
+    def lock(self, *pkgs: Package | LockedPackage) -> Lock:
+        return lock_of(p if isinstance(p, LockedPackage) else self.entry(p) for p in pkgs)
+
+    def stage(self, lock: Lock, name: str = "demo") -> staging.StageResult:
+        fetch.fetch_lock(lock, repos=REPOS, cache=self.cache, record=None, progress=io.StringIO())
+        out = self.root / "build" / name
+        return staging.stage_lock(
+            lock, cache=self.cache, staging=out / "staging", record=out / "stage.json"
+        )
+
+    def staging(self, name: str = "demo") -> Path:
+        return self.root / "build" / name / "staging"
+
+    def record(self, name: str = "demo") -> dict:
+        return jsonio.read(self.root / "build" / name / "stage.json")
+
+    def owners(self, name: str = "demo") -> dict:
+        return jsonio.read(self.root / "build" / name / "owners.json")
+
+
+@pytest.fixture
+def build(factory: Factory, tmp_path: Path) -> Build:
+    return Build(factory, tmp_path)
+
+
+def snapshot(root: Path) -> dict[str, tuple]:
+    """Everything that matters about a tree: type, mode, mtime, content or link target."""
+    out: dict[str, tuple] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in [".", *dirnames, *filenames]:
+            path = Path(dirpath) / name
+            st = path.lstat()
+            rel = "/" + str(path.relative_to(root)) if path != root else "/"
+            if name == "." and path != root:
+                continue
+            if stat.S_ISREG(st.st_mode):
+                body = hashlib.sha256(path.read_bytes()).hexdigest()
+            elif stat.S_ISLNK(st.st_mode):
+                body = os.readlink(path)
+            else:
+                body = ""
+            out[rel] = (stat.S_IFMT(st.st_mode), stat.S_IMODE(st.st_mode), st.st_mtime_ns, body)
+    return out
+
+
+LIBFOO = Package(
+    name="libfoo",
+    contents=(
+        File("/usr/lib64/libfoo.so.1.0", b"\x7fELF pretend\n" * 10, 0o755),
+        Symlink("/usr/lib64/libfoo.so.1", "libfoo.so.1.0"),
+        Dir("/usr/share/foo", 0o750),
+        File("/usr/share/foo/notes.txt", b"notes\n"),
+    ),
+    autoreq=False,
+)
+FOOTOOL = Package(
+    name="foo-tools",
+    contents=(
+        File("/usr/libexec/foo/helper", b"#!/bin/sh\nexit 0\n", 0o4755),
+        File("/usr/share/doc/foo/README", b"read me\n"),
+    ),
+    autoreq=False,
+)
+
+
+def extra(name: str) -> Package:
+    return Package(
+        name=name,
+        contents=(File(f"/usr/share/{name}/data", f"{name}\n".encode()),),
+        autoreq=False,
+    )
+
+
+def test_stage_builds_the_tree_owners_and_record(build: Build) -> None:
+    result = build.stage(build.lock(LIBFOO, FOOTOOL))
+    tree = build.staging()
+    assert (tree / "usr/lib64/libfoo.so.1.0").read_bytes() == b"\x7fELF pretend\n" * 10
+    assert os.readlink(tree / "usr/lib64/libfoo.so.1") == "libfoo.so.1.0"
+    assert stat.S_IMODE((tree / "usr/share/foo").stat().st_mode) == 0o750
+    assert stat.S_IMODE((tree / "usr/lib64/libfoo.so.1.0").stat().st_mode) == 0o755
+    helper = tree / "usr/libexec/foo/helper"
+    assert stat.S_IMODE(helper.stat().st_mode) == 0o4755
+    # Every mtime is 0: the tree does not depend on when it was staged.
+    assert {v[2] for v in snapshot(tree).values()} == {0}
+    assert not list(tree.parent.glob(".tmp-*"))
+
+    owners = build.owners()
+    assert owners["/usr/lib64/libfoo.so.1"] == "libfoo"
+    assert owners["/usr/libexec/foo/helper"] == "foo-tools"
+    assert owners["/usr/share"] == "foo-tools"  # both have files below; first by name
+    assert set(owners) == set(snapshot(tree)) - {"/"}
+    assert result.setuid == ("/usr/libexec/foo/helper",)
+
+    record = build.record()
+    assert (record["packages"], record["extracted"], record["reused"]) == (2, 2, 0)
+    assert record["setuid"] == [
+        {"path": "/usr/libexec/foo/helper", "package": "foo-tools", "mode": "4755"}
+    ]
+    assert record["files"] == 4 and record["symlinks"] == 1
+    assert record["hardlinked"] + record["copied"] == 4
+
+    meta = jsonio.read(
+        extract.extracted_dir(build.cache, build.entry(FOOTOOL).sha256) / "meta.json"
+    )
+    assert meta["files"]["/usr/libexec/foo/helper"]["setuid"] is True
+    assert meta["setuid"] == ["/usr/libexec/foo/helper"]
+    assert meta["files"]["/usr/share/doc/foo/README"] == {
+        "type": "file",
+        "mode": 0o644,
+        "size": 8,
+        "sha256": hashlib.sha256(b"read me\n").hexdigest(),
+    }
+
+
+def test_adding_a_package_extracts_only_that_one(build: Build) -> None:
+    first = build.stage(build.lock(LIBFOO, FOOTOOL, extra("one")))
+    assert first.extracted == ("foo-tools", "libfoo", "one")
+    second = build.stage(build.lock(LIBFOO, FOOTOOL, extra("one"), extra("two")))
+    assert second.extracted == ("two",)
+    assert second.reused == ("foo-tools", "libfoo", "one")
+    record = build.record()
+    assert (record["extracted"], record["reused"]) == (1, 3)
+    assert (build.staging() / "usr/share/two/data").read_bytes() == b"two\n"
+    assert (build.staging() / "usr/share/one/data").read_bytes() == b"one\n"
+
+
+def test_lock_order_does_not_change_the_tree(factory: Factory, tmp_path: Path) -> None:
+    pkgs = [LIBFOO, FOOTOOL, extra("alpha"), extra("beta")]
+    shared = Package(
+        name="zeta",
+        contents=(Dir("/usr/share/foo", 0o755), File("/usr/share/doc/foo/README", b"read me\n")),
+        autoreq=False,
+    )
+    first = Build(factory, tmp_path / "a")
+    second = Build(factory, tmp_path / "b")
+    first.stage(first.lock(*pkgs, shared))
+    second.stage(second.lock(shared, *reversed(pkgs)))
+    assert snapshot(first.staging()) == snapshot(second.staging())
+    assert (first.root / "build/demo/owners.json").read_bytes() == (
+        second.root / "build/demo/owners.json"
+    ).read_bytes()
+    record = first.record()
+    assert record["shared"] == {"/usr/share/doc/foo/README": ["foo-tools", "zeta"]}
+    assert record["dir_mode_differences"] == {"/usr/share/foo": {"libfoo": "0750", "zeta": "0755"}}
+
+
+def test_conflicting_files_name_both_packages(build: Build) -> None:
+    one = Package(name="left", contents=(File("/usr/share/x/conf", b"left\n"),), autoreq=False)
+    two = Package(name="right", contents=(File("/usr/share/x/conf", b"right\n"),), autoreq=False)
+    build.stage(build.lock(LIBFOO))
+    before = snapshot(build.staging())
+    with pytest.raises(StageError) as err:
+        build.stage(build.lock(LIBFOO, two, one))
+    message = err.value.message
+    assert "left" in message and "right" in message and "/usr/share/x/conf" in message
+    assert snapshot(build.staging()) == before  # the old tree stays as it was
+    assert not list(build.staging().parent.glob(".tmp-*"))
+
+
+def test_conflicting_types_name_both_packages(build: Build) -> None:
+    one = Package(name="as-file", contents=(File("/usr/share/y", b"y"),), autoreq=False)
+    two = Package(name="as-dir", contents=(File("/usr/share/y/z", b"z"),), autoreq=False)
+    with pytest.raises(
+        StageError,
+        match=r"as-file and as-dir conflict at /usr/share/y: a file .* a directory \(holding",
+    ):
+        build.stage(build.lock(one, two))
+
+
+def test_identical_files_are_shared(build: Build) -> None:
+    one = Package(name="left", contents=(File("/usr/share/x/conf", b"same\n"),), autoreq=False)
+    two = Package(name="right", contents=(File("/usr/share/x/conf", b"same\n"),), autoreq=False)
+    build.stage(build.lock(two, one))
+    assert (build.staging() / "usr/share/x/conf").read_bytes() == b"same\n"
+    assert build.owners()["/usr/share/x/conf"] == "left"
+    assert build.record()["shared"] == {"/usr/share/x/conf": ["left", "right"]}
+
+
+def test_no_write_through_another_package_symlink(build: Build, tmp_path: Path) -> None:
+    sentinel = tmp_path / "sentinel"
+    sentinel.mkdir()
+    link = Package(
+        name="linker", contents=(Symlink("/usr/lib64/foo", str(sentinel)),), autoreq=False
+    )
+    evil = Package(
+        name="evil", contents=(File("/usr/lib64/foo/evil.so", b"gotcha"),), autoreq=False
+    )
+    with pytest.raises(StageError) as err:
+        build.stage(build.lock(evil, link))
+    message = err.value.message
+    assert "linker" in message and "evil" in message
+    assert "/usr/lib64/foo/evil.so" in message and "/usr/lib64/foo" in message
+    assert list(sentinel.iterdir()) == []
+    assert not build.staging().exists()
+
+
+def crafted(build: Build, tmp_path: Path, name: str, entries: list[Entry]) -> LockedPackage:
+    base = build.factory.rpm(extra("crafted-base"))
+    rpm = craft(base, tmp_path / "crafted" / f"{name}.rpm", entries)
+    return locked("crafted-base", rpm)
+
+
+@pytest.mark.parametrize("kind", ["dotdot", "absolute"])
+def test_hostile_names_write_nothing_outside(build: Build, tmp_path: Path, kind: str) -> None:
+    sentinel = tmp_path / "sentinel"
+    sentinel.mkdir()
+    # The extraction happens in <cache>/extracted/.tmp-<sha>.*/tree: four levels below
+    # tmp_path, so this many ".." would land exactly in the sentinel folder.
+    name = {
+        "dotdot": "./../../../../sentinel/escaped",
+        "absolute": str(sentinel / "escaped"),
+    }[kind]
+    entry = crafted(
+        build,
+        tmp_path,
+        kind,
+        [
+            Entry("./usr/share/crafted-base/data", data=b"crafted-base\n"),
+            Entry(name, data=b"owned\n"),
+        ],
+    )
+    # The hostile entry really is in the payload, as other archive readers see it.
+    rpm = Path(entry.url.removeprefix("file://"))
+    assert name in command.output(["bsdtar", "-tf", rpm]).splitlines()
+    with pytest.raises(StageError) as err:
+        build.stage(build.lock(entry))
+    message = err.value.message
+    assert "crafted-base" in message and name in message
+    assert ("'..'" in message) if kind == "dotdot" else ("absolute" in message)
+    assert list(sentinel.iterdir()) == []
+    assert not build.staging().exists()
+    extracted = build.cache / "extracted"
+    assert list(extracted.iterdir()) == []  # no half-extracted tree left to be reused
+
+
+def test_device_nodes_are_refused(build: Build, tmp_path: Path) -> None:
+    entry = crafted(
+        build,
+        tmp_path,
+        "device",
+        [
+            Entry("./dev/evil", mode=stat.S_IFCHR | 0o666, rdev=(1, 3)),
+        ],
+    )
+    with pytest.raises(StageError, match=r"/dev/evil' is a char device: refused"):
+        build.stage(build.lock(entry))
+    assert not (build.cache / "extracted" / entry.sha256).exists()
+
+
+def test_payload_must_match_the_header(build: Build, tmp_path: Path) -> None:
+    entry = crafted(
+        build,
+        tmp_path,
+        "swapped",
+        [
+            Entry("./usr/share/crafted-base/data", data=b"something else\n"),
+        ],
+    )
+    with pytest.raises(StageError, match="but the header says"):
+        build.stage(build.lock(entry))
+    entry = crafted(
+        build,
+        tmp_path,
+        "smuggled",
+        [
+            Entry("./usr/share/crafted-base/data", data=b"crafted-base\n"),
+            Entry("./usr/lib64/libsmuggled.so", data=b"not declared\n"),
+        ],
+    )
+    with pytest.raises(StageError, match="is not listed in the package's header"):
+        build.stage(build.lock(entry))
+
+
+def test_damaged_extraction_is_redone(build: Build) -> None:
+    build.stage(build.lock(LIBFOO))
+    folder = extract.extracted_dir(build.cache, build.entry(LIBFOO).sha256)
+    (folder / "tree/usr/share/foo/notes.txt").unlink()
+    result = build.stage(build.lock(LIBFOO))
+    assert result.extracted == ("libfoo",)
+    assert (build.staging() / "usr/share/foo/notes.txt").read_bytes() == b"notes\n"
+
+
+def rpmbuild(tmp_path: Path, name: str, files: str, install: str, *, v6: bool = False) -> Path:
+    """An RPM from a hand-written spec (for what the fixture factory does not express)."""
+    top = tmp_path / f"rpmbuild-{name}-{'v6' if v6 else 'v4'}"
+    spec = top / f"{name}.spec"
+    spec.parent.mkdir(parents=True)
+    spec.write_text(
+        f"%global debug_package %{{nil}}\nName: {name}\nVersion: 1.0\nRelease: 1\n"
+        f"Summary: s\nLicense: MIT\nBuildArch: x86_64\n%description\ns\n"
+        f"%install\n{install}\n%files\n{files}\n"
+    )
+    fmt = [] if v6 else ["--define", "_rpmformat 4"]
+    command.run(
+        [
+            "rpmbuild",
+            "-bb",
+            "--quiet",
+            "--target",
+            "x86_64",
+            *fmt,
+            "--define",
+            "_binary_payload w19.zstdio",
+            "--define",
+            f"_topdir {top}",
+            spec,
+        ]
+    )
+    return top / f"RPMS/x86_64/{name}-1.0-1.x86_64.rpm"
+
+
+def test_file_capabilities_are_dropped_and_reported(build: Build, tmp_path: Path) -> None:
+    rpm = rpmbuild(
+        tmp_path,
+        "capped",
+        "%caps(cap_net_raw=ep) %attr(0755,root,root) /usr/libexec/ping",
+        "mkdir -p %{buildroot}/usr/libexec && printf x > %{buildroot}/usr/libexec/ping",
+    )
+    result = build.stage(build.lock(locked("capped", rpm)))
+    assert result.caps_dropped == {"/usr/libexec/ping": "cap_net_raw=ep"}
+    assert os.listxattr(build.staging() / "usr/libexec/ping") == []
+    assert build.record()["caps_dropped"] == [
+        {"path": "/usr/libexec/ping", "package": "capped", "caps": "cap_net_raw=ep"}
+    ]
+
+
+LINKS_INSTALL = """\
+mkdir -p %{buildroot}/usr/share/links/sub
+echo hello > %{buildroot}/usr/share/links/a
+ln %{buildroot}/usr/share/links/a %{buildroot}/usr/share/links/b
+ln %{buildroot}/usr/share/links/a %{buildroot}/usr/share/links/sub/c
+: > %{buildroot}/usr/share/links/empty1
+ln %{buildroot}/usr/share/links/empty1 %{buildroot}/usr/share/links/empty2
+ln -s sub/c %{buildroot}/usr/share/links/d
+mkfifo %{buildroot}/usr/share/links/pipe"""
+
+
+@pytest.mark.parametrize("v6", [False, True], ids=["v4", "v6"])
+def test_hardlinks_symlinks_fifos_in_both_package_formats(
+    build: Build, tmp_path: Path, v6: bool
+) -> None:
+    rpm = rpmbuild(tmp_path, "links", "/usr/share/links", LINKS_INSTALL, v6=v6)
+    result = build.stage(build.lock(locked("links", rpm)))
+    tree = build.staging() / "usr/share/links"
+    assert (tree / "a").read_bytes() == (tree / "sub/c").read_bytes() == b"hello\n"
+    assert (
+        (tree / "a").stat().st_ino == (tree / "b").stat().st_ino == (tree / "sub/c").stat().st_ino
+    )
+    assert (tree / "empty2").read_bytes() == b""
+    assert os.readlink(tree / "d") == "sub/c"
+    assert stat.S_ISFIFO((tree / "pipe").lstat().st_mode)
+    assert build.record()["fifos"] == [{"path": "/usr/share/links/pipe", "package": "links"}]
+    assert result.owners["/usr/share/links/sub/c"] == "links"
