@@ -46,6 +46,7 @@ class AppcheckResult:
     blocking: bool
     summary: str
     findings: tuple[str, ...] = ()
+    report: Mapping[str, Any] | None = None  # the full report, written as appcheck.json
 
 
 @dataclass(frozen=True)
@@ -364,6 +365,8 @@ def run_app(
                     "forced": bool(found.blocking and force),
                 }
                 ev.append_log(f"== appcheck: {found.summary}")
+                if found.report is not None:
+                    jsonio.write(ev.dir / "appcheck.json", found.report)
                 if found.blocking and not force:
                     _infra(state, f"appcheck: {found.summary} (use force to run anyway)")
                     return _finish(ev, state, host, images, started, t0, stream)

@@ -1,0 +1,237 @@
+"""The steps behind the doit tasks: each loads the stack once and calls the step's module.
+
+``dodo.py`` declares tasks whose actions are :func:`action` wrappers around these
+functions. Errors are caught once, here, at the edge of the action, and turned into a
+failed task whose message carries the hint.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from doit.exceptions import TaskFailed
+
+from fexstack import atomic, jsonio
+from fexstack.errors import FexstackError, format_error
+from overlays import lockfile
+from overlays.digest import sha256_file
+from overlays.project import Project
+from overlays.stack import Stack, load_stack
+
+# Bumped whenever a step's code changes what it writes, so doit reruns it (config_changed).
+RECIPE = {"lock": 1, "fetch": 1, "stage": 1, "check": 1, "image": 1, "compat": 1, "demo": 1}
+
+
+def action(step: Callable[..., Any]) -> Callable[..., Any]:
+    """Wrap a step for doit: a :class:`FexstackError` becomes a failed task with its hint."""
+
+    @functools.wraps(step)
+    def wrapped(*args: Any, **kwargs: Any) -> TaskFailed | None:
+        try:
+            step(*args, **kwargs)
+        except FexstackError as err:
+            return TaskFailed(format_error(err))
+        return None
+
+    return wrapped
+
+
+def stack_of(project: Project, name: str) -> Stack:
+    return load_stack(project.stacks_dir, name)
+
+
+# --- lock, fetch, stage ------------------------------------------------------------------
+
+
+def lock(project: Project, name: str) -> None:
+    from overlays.locking import lock_stack
+
+    stack = stack_of(project, name)
+    lock_stack(stack, lock_path=project.lock_path(name), build_dir=project.step_dir(name))
+
+
+def read_lock(project: Project, name: str) -> lockfile.Lock:
+    return lockfile.read(project.lock_path(name))
+
+
+def fetch(project: Project, name: str) -> None:
+    from overlays.fetch import fetch_lock
+
+    stack = stack_of(project, name)
+    fetch_lock(
+        read_lock(project, name),
+        repos={repo.id: repo for repo in stack.repos},
+        record=project.record(name, "fetch"),
+    )
+
+
+def stage(project: Project, name: str) -> None:
+    from overlays.staging import stage_lock
+
+    result = stage_lock(
+        read_lock(project, name),
+        staging=project.staging(name),
+        record=project.record(name, "stage"),
+        owners=project.owners(name),
+    )
+    print(
+        f"stage:{name}: {result.packages} packages, {len(result.extracted)} extracted, "
+        f"{len(result.reused)} reused",
+        file=sys.stderr,
+    )
+
+
+# --- the compat overlay (one per base) --------------------------------------------------
+
+
+def compat_record(project: Project, base_id: str) -> Path:
+    return project.build_dir / "compat" / f"{base_id}.json"
+
+
+def compat_image(project: Project, base_id: str) -> Path:
+    return project.overlays_dir / f"compat-{base_id}.erofs"
+
+
+def compat(project: Project, base_id: str) -> None:
+    """Make the compat image for a base when it lacks an interpreter path, and record it."""
+    from invariants.compat import ensure
+    from overlays.image import build_image
+    from overlays.manifest import make_manifest, write_manifest
+    from overlays.stack import load_base
+
+    base = load_base(project.stacks_dir / "bases", base_id)
+    image = compat_image(project, base_id)
+    manifest = image.with_suffix(".manifest.json")
+    tree = ensure(base.image)
+    record: dict[str, Any] = {"base": base_id, "image": None, "manifest": None}
+    if tree is None:
+        atomic.remove(image)
+        atomic.remove(manifest)
+    else:
+        base_sha = sha256_file(base.image) if base.image.is_file() else None
+        info = build_image(tree, image, uuid_seed=f"compat {base_sha or base_id}")
+        write_manifest(
+            manifest,
+            make_manifest(
+                stack_name=f"compat-{base_id}",
+                stack_class="compat",
+                stack_files=[base.path],
+                lock=None,
+                lock_path=None,
+                base_image_sha256=base_sha,
+                tree=tree,
+                owners={},
+                image=info,
+                invariants_report=None,
+            ),
+        )
+        record.update(image=image.name, manifest=manifest.name, sha256=info.sha256)
+    jsonio.write(compat_record(project, base_id), record)
+
+
+def compat_layer_path(project: Project, base_id: str) -> Path | None:
+    """The compat image of a base, or None when the base needs none."""
+    record = jsonio.read(compat_record(project, base_id))
+    return project.overlays_dir / record["image"] if record.get("image") else None
+
+
+# --- check and image ---------------------------------------------------------------------
+
+
+def view_layers(project: Project, stack: Stack) -> list[Any]:
+    """The layers under a deps overlay, in muvm order: base, gpu overlays, compat."""
+    from invariants.view import layer
+
+    layers = [layer(stack.base.image, "base", stack.base.id)]
+    layers += [layer(path, "gpu") for path in stack.base.overlays]
+    compat_path = compat_layer_path(project, stack.base.id)
+    if compat_path is not None:
+        layers.append(layer(compat_path, "compat", compat_path.stem))
+    return layers
+
+
+def check(project: Project, name: str) -> None:
+    from invariants.check import check_tree
+    from invariants.report import raise_on_failure, write_report
+
+    stack = stack_of(project, name)
+    owners = jsonio.read(project.owners(name))
+    library_path = stack.app.env.get("LD_LIBRARY_PATH", "") if stack.app else ""
+    report = check_tree(
+        project.staging(name),
+        stack_class=stack.klass,
+        owners=owners,
+        view_layers=view_layers(project, stack),
+        waivers=stack.waivers,
+        allow_elf=stack.allow_elf,
+        allow_32bit=stack.allow_32bit,
+        ld_library_path=[p for p in library_path.split(":") if p],
+        lib_dirs=stack.base.lib_dirs,
+        name=name,
+    )
+    write_report(report, project.invariants(name))
+    print(report.summary(), file=sys.stderr)
+    raise_on_failure(report)
+
+
+def image(project: Project, name: str) -> None:
+    from overlays.image import build_image
+    from overlays.manifest import make_manifest, write_manifest
+
+    stack = stack_of(project, name)
+    lock_data = read_lock(project, name)
+    staging = project.staging(name)
+    info = build_image(
+        staging,
+        project.image(name),
+        compression=stack.compression,
+        uuid_seed=f"{lock_data.inputs} {name}",
+    )
+    base = stack.base.image
+    write_manifest(
+        project.manifest(name),
+        make_manifest(
+            stack_name=name,
+            stack_class=stack.klass,
+            stack_files=stack.files,
+            lock=lock_data,
+            lock_path=project.lock_path(name),
+            base_image_sha256=sha256_file(base) if base.is_file() else None,
+            tree=staging,
+            owners=jsonio.read(project.owners(name)),
+            image=info,
+            invariants_report=project.invariants(name),
+        ),
+    )
+    print(f"overlay:{name}: {project.image(name)}", file=sys.stderr)
+    print(f"overlay:{name}: {project.manifest(name)}", file=sys.stderr)
+
+
+# --- the demo's generated inputs ----------------------------------------------------------
+
+
+def demo_dir(project: Project) -> Path:
+    return project.build_dir / "demo"
+
+
+def demo_repo(project: Project) -> None:
+    from overlays import demo
+
+    demo.build_repo(demo_dir(project) / "repo", workdir=demo_dir(project) / "work")
+
+
+def demo_base(project: Project) -> None:
+    from overlays import demo
+
+    folder = demo_dir(project)
+    demo.build_base(folder / "base.erofs", folder / "base.packages", workdir=folder / "work")
+
+
+def demo_appimage(project: Project) -> None:
+    from overlays import demo
+
+    demo.build_appimage(demo_dir(project) / "fexstack-demo.AppImage")
