@@ -17,7 +17,7 @@ from pathlib import Path
 
 from fexstack import atomic
 from fexstack.paths import PROJECT_ROOT
-from tests.factory import (
+from fexstack.factory import (
     Factory,
     File,
     Library,

@@ -40,4 +40,4 @@ def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytes
 
 
 # The fixture factory's pytest fixtures (factory, base trees, signing keys).
-pytest_plugins = ["tests.factory.fixtures"]
+pytest_plugins = ["tests.fixtures"]

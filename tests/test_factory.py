@@ -8,7 +8,7 @@ import pytest
 from elftools.elf.elffile import ELFFile
 
 from fexstack import command
-from tests.factory import (
+from fexstack.factory import (
     Dir,
     Executable,
     Factory,

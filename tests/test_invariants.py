@@ -16,8 +16,8 @@ from invariants.check import check_tree
 from invariants.report import Report, raise_on_failure, write_report
 from invariants.view import Layer
 from overlays.stack import ElfAllowance, Waiver
-from tests.factory import Executable, Factory, File, Library, Package, Symlink
-from tests.factory import glibc_package
+from fexstack.factory import Executable, Factory, File, Library, Package, Symlink
+from fexstack.factory import glibc_package
 from tests.test_invariants_support import base_layer, fedora_base, stage
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from fexstack import command
 from invariants.view import Layer
-from tests.factory import Factory, Package, base_tree, glibc_package
+from fexstack.factory import Factory, Package, base_tree, glibc_package
 
 _BASES: dict[tuple[str, bool], Path] = {}
 

@@ -21,9 +21,9 @@ from fexstack.errors import FexstackError, LockError
 from overlays import lockfile, locking, why
 from overlays.lockfile import Reason
 from overlays.stack import Stack, load_stack
-from tests.factory.base import glibc_package, write_kiwi_packages
-from tests.factory.factory import Factory
-from tests.factory.spec import File, Library, Package
+from fexstack.factory.base import glibc_package, write_kiwi_packages
+from fexstack.factory.factory import Factory
+from fexstack.factory.spec import File, Library, Package
 
 GLIBC = glibc_package("2.99")
 GLIBC3 = glibc_package("3.0")

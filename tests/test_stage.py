@@ -16,7 +16,7 @@ from overlays import extract, fetch, staging
 from overlays.lockfile import Lock, LockedPackage
 from overlays.stack import Repo
 from tests.craft_rpm import Entry, craft, lock_of, locked
-from tests.factory import Dir, Factory, File, Package, Symlink
+from fexstack.factory import Dir, Factory, File, Package, Symlink
 
 REPOS = {"test": Repo(id="test")}
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from fexstack import command
 from invariants import ldcache, view
 from invariants.view import Layer, View
-from tests.factory import Factory, Library
+from fexstack.factory import Factory, Library
 from tests.test_invariants_support import fedora_base
 
 

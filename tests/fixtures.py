@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.factory.base import glibc_package
-from tests.factory.factory import Factory
-from tests.factory.spec import GpgKey, Package
+from fexstack.factory.base import glibc_package
+from fexstack.factory.factory import Factory
+from fexstack.factory.spec import GpgKey, Package
 
 
 @pytest.fixture(scope="session")

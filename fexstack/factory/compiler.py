@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 
 from fexstack import atomic, command
-from tests.factory.spec import (
+from fexstack.factory.spec import (
     Elf,
     Executable,
     FactoryError,

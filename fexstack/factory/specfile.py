@@ -13,7 +13,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.factory.spec import (
+from fexstack.factory.spec import (
     Content,
     Dir,
     Elf,

@@ -20,10 +20,10 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from fexstack import atomic, command
-from tests.factory import specfile
-from tests.factory.compiler import Compiler
-from tests.factory.keyring import Keyring
-from tests.factory.spec import (
+from fexstack.factory import specfile
+from fexstack.factory.compiler import Compiler
+from fexstack.factory.keyring import Keyring
+from fexstack.factory.spec import (
     Executable,
     FactoryError,
     GpgKey,
