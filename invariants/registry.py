@@ -19,6 +19,7 @@ from invariants import (
     isa,
     linkability,
     precedence,
+    privilege,
     shape,
 )
 from invariants.context import CheckContext, Finding
@@ -53,6 +54,7 @@ INVARIANTS: Mapping[str, Invariant] = MappingProxyType({
         Invariant(boundary.NAME, "B", "ABI boundary", boundary.check, _policy(E, R, S)),
         Invariant(precedence.NAME, "C", "precedence", precedence.check, _policy(E, R, E)),
         Invariant(focus.NAME, "D", "library focus", focus.check, _policy(E, R, E)),
+        Invariant(privilege.NAME, "", "no setuid/setgid", privilege.check, _policy(E, R, E)),
         Invariant(interpreter.NAME, "E", "interpreter", interpreter.check, _policy(E, E, S)),
         Invariant(isa.NAME, "E", "ISA level", isa.check, _policy(E, E, S)),
         Invariant(linkability.NAME, "", "linkability", linkability.check, _policy(E, E, S)),

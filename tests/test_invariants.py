@@ -304,6 +304,7 @@ def test_report_json_is_schema_valid_sorted_and_stable(factory: Factory, base: P
                                                "via": "runpath", "detail": ""}]}]
     assert [layer["class"] for layer in data["layers"]] == ["base", "deps"]
     assert set(data["invariants"]) == {"arch", "abi-boundary", "precedence", "library-focus",
+                                       "privilege",
                                        "interpreter", "isa", "linkability", "compat-shape"}
 
 
@@ -313,3 +314,23 @@ def test_unknown_class_is_an_error(base: Path, tmp_path: Path) -> None:
         run(tmp_path / "t", base, "nonsense")
 
 
+
+
+def test_privilege_fails_setuid_and_setgid_in_deps(factory: Factory, base: Path,
+                                                   tmp_path: Path) -> None:
+    pkg = Package("suidlib", contents=(
+        File("/usr/libexec/suidlib/helper", b"#!/bin/sh\n", 0o4755),
+        File("/usr/libexec/suidlib/group", b"#!/bin/sh\n", 0o2755),
+        File("/usr/share/suidlib/plain", b"data\n", 0o644),
+    ))
+    tree = tmp_path / "t"
+    owners = stage(factory, [pkg], tree)
+    report = run(tree, base, owners=owners)
+    assert findings(report, "privilege", "fail") == [
+        "/usr/libexec/suidlib/group", "/usr/libexec/suidlib/helper"]
+    assert {f.package for f in report.findings if f.invariant == "privilege"} == {"suidlib"}
+    details = " ".join(f.detail for f in report.findings if f.invariant == "privilege")
+    assert "setuid" in details and "setgid" in details
+    refresh = run(tree, base, klass="base-refresh", owners=owners)
+    assert refresh.invariants["privilege"]["status"] == "reported"
+    assert not any(f.invariant == "privilege" and f.status == "fail" for f in refresh.findings)
