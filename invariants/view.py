@@ -15,7 +15,6 @@ never leaves the root, and a loop is reported.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import posixpath
 import stat
@@ -24,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fexstack import atomic, command, jsonio, paths
+from fexstack import atomic, command, digest, jsonio, paths
 from fexstack.errors import CheckError
 from invariants import elf, ldcache
 
@@ -117,11 +116,7 @@ def sha256_file(path: Path) -> str:
     st = path.stat()
     key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
     if key not in _SHA_MEMO:
-        digest = hashlib.sha256()
-        with open(path, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(chunk)
-        _SHA_MEMO[key] = digest.hexdigest()
+        _SHA_MEMO[key] = digest.sha256_file(path)
     return _SHA_MEMO[key]
 
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fexstack.errors import ConfigError
+from fexstack.nevra import format_evr, format_nevra
 from overlays import lockfile
 
 KIWI_FIELDS = ("NAME", "EPOCH", "VERSION", "RELEASE", "ARCH", "DISTURL", "LICENSE")
@@ -41,12 +42,11 @@ class BasePackage:
 
     @property
     def evr(self) -> str:
-        prefix = f"{self.epoch}:" if self.epoch else ""
-        return f"{prefix}{self.version}-{self.release}"
+        return format_evr(self.epoch, self.version, self.release)
 
     @property
     def nevra(self) -> str:
-        return f"{self.name}-{self.evr}.{self.arch}"
+        return format_nevra(self.name, self.epoch, self.version, self.release, self.arch)
 
 
 def resolve(path: Path) -> Path:

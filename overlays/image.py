@@ -47,7 +47,7 @@ from pathlib import Path
 from fexstack import atomic, command
 from fexstack.errors import FexstackError, ImageError
 from overlays import readback, validator
-from overlays.digest import sha256_file
+from fexstack.digest import sha256_file
 from overlays.readback import Entry
 
 MKFS = "mkfs.erofs"

@@ -39,6 +39,7 @@ import tomli_w
 
 from fexstack import atomic
 from fexstack.errors import LockError
+from fexstack.nevra import format_evr, format_nevra
 
 FORMAT = 1
 
@@ -77,12 +78,11 @@ class LockedPackage:
 
     @property
     def evr(self) -> str:
-        prefix = f"{self.epoch}:" if self.epoch else ""
-        return f"{prefix}{self.version}-{self.release}"
+        return format_evr(self.epoch, self.version, self.release)
 
     @property
     def nevra(self) -> str:
-        return f"{self.name}-{self.evr}.{self.arch}"
+        return format_nevra(self.name, self.epoch, self.version, self.release, self.arch)
 
     @property
     def is_seed(self) -> bool:

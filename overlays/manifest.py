@@ -20,7 +20,7 @@ import fexstack
 from fexstack import command, jsonio
 from fexstack.errors import ImageError
 from overlays import lockfile
-from overlays.digest import sha256_bytes, sha256_file
+from fexstack.digest import sha256_bytes, sha256_file
 from overlays.image import MKFS, ImageInfo
 from overlays.lockfile import Lock
 from overlays.readback import FSCK, differences, list_tree

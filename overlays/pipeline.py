@@ -18,7 +18,7 @@ from doit.exceptions import TaskFailed
 from fexstack import atomic, jsonio
 from fexstack.errors import FexstackError, format_error
 from overlays import lockfile
-from overlays.digest import sha256_file
+from fexstack.digest import sha256_file
 from overlays.project import Project
 from overlays.stack import Stack, load_stack
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from fexstack import atomic, command
 from fexstack.errors import FexstackError, ImageError
-from overlays.digest import sha256_file
+from fexstack.digest import sha256_file
 
 FSCK = "fsck.erofs"
 SHOWN_DIFFERENCES = 10

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fexstack.errors import ImageError
-from overlays.digest import sha256_file
+from fexstack.digest import sha256_file
 
 MAGIC = 0xE0F5E1E2
 SUPERBLOCK_OFFSET = 1024

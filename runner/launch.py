@@ -28,7 +28,7 @@ from typing import Any, TextIO
 
 from fexstack import __version__, jsonio, paths
 from fexstack.errors import FexstackError, RunError
-from overlays.digest import sha256_file
+from fexstack.digest import sha256_file
 from overlays.stack import Stack
 from runner import capture, evidence, hostinfo, native, preflight
 from runner import muvm as muvm_cli

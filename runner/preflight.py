@@ -24,7 +24,7 @@ from typing import Any, TextIO
 
 from fexstack import command, jsonio
 from fexstack.errors import FexstackError, ToolError
-from overlays.digest import sha256_file
+from fexstack.digest import sha256_file
 from overlays.validator import validate_image
 from runner import hostinfo
 from runner.muvm import MAX_IMAGES

@@ -26,6 +26,7 @@ from elftools.elf.sections import NoteSection
 import fexstack
 from fexstack import command, jsonio
 from fexstack.atomic import temp_dir
+from fexstack.digest import sha256_file
 from fexstack.errors import RunError
 
 SCHEMA = "sanitize"
@@ -41,14 +42,6 @@ class SanitizeResult:
 
     appdir: Path
     evidence: dict[str, Any]
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _is_x86_64_elf(path: Path) -> bool:
@@ -206,7 +199,7 @@ def sanitize(appdir: Path, out: Path, *, steps: Sequence[str]) -> SanitizeResult
         applied = [s for s in steps if STEPS[s][0](src)]
         if not applied:
             return False
-        before = sha256(src)
+        before = sha256_file(src)
         current = src
         for index, step in enumerate(applied):
             target = dst if index == len(applied) - 1 else dst.with_name(f"{dst.name}.{index}")
@@ -219,7 +212,7 @@ def sanitize(appdir: Path, out: Path, *, steps: Sequence[str]) -> SanitizeResult
                 "path": src.relative_to(appdir).as_posix(),
                 "steps": applied,
                 "sha256_before": before,
-                "sha256_after": sha256(dst),
+                "sha256_after": sha256_file(dst),
             }
         )
         return True
@@ -232,7 +225,7 @@ def sanitize(appdir: Path, out: Path, *, steps: Sequence[str]) -> SanitizeResult
             new = tmp / APPDIR_NAME / record["path"]
             remnants = gnu_property_remnants(new)
             record["gnu_property_remaining"] = remnants
-            record["original_unchanged"] = sha256(appdir / record["path"]) == record[
+            record["original_unchanged"] = sha256_file(appdir / record["path"]) == record[
                 "sha256_before"
             ]
             record["new_file"] = not os.path.samefile(new, appdir / record["path"])

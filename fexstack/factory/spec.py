@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from fexstack.errors import FexstackError
+from fexstack.nevra import format_nevra
 
 MACHINES = ("x86_64", "aarch64", "i386", "bpf")
 ISA_LEVELS = ("v2", "v3", "v4")
@@ -202,8 +203,7 @@ class Package:
 
     @property
     def nevra(self) -> str:
-        epoch = f"{self.epoch}:" if self.epoch else ""
-        return f"{self.name}-{epoch}{self.version}-{self.release}.{self.arch}"
+        return format_nevra(self.name, self.epoch, self.version, self.release, self.arch)
 
     @property
     def filename(self) -> str:
