@@ -15,7 +15,7 @@ The report (``appcheck.json`` in the evidence) lists every resolution.
 from __future__ import annotations
 
 import posixpath
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,7 @@ from overlays.stack import Stack
 from runner.launch import AppcheckResult
 
 FORMAT = 1
+SCHEMA = "appcheck"  # runner/schemas/appcheck.schema.json (launch.py writes appcheck.json)
 
 
 def app_tree(appdir: Path) -> Tree:
@@ -159,21 +160,35 @@ def summarize(report: Mapping[str, Any]) -> AppcheckResult:
         f"{'BLOCKING' if f['blocking'] else 'note'} {f['kind']}: {f['path']}: {f['detail']}"
         for f in findings
     )
-    return AppcheckResult(blocking=bool(blocking), summary=summary, findings=lines, report=dict(report))
+    return AppcheckResult(
+        blocking=bool(blocking), summary=summary, findings=lines, report=dict(report)
+    )
 
 
-def make_appcheck(stack: Stack, *, view_layers: Sequence[Layer]) -> Any:
-    """The hook ``run_app`` calls with the extracted AppDir."""
-    env = stack.app.env if stack.app else {}
-    library_path = [p for p in env.get("LD_LIBRARY_PATH", "").split(":") if p]
+def hook(
+    *,
+    view_layers: Sequence[Layer],
+    lib_dirs: Sequence[str],
+    ld_library_path: Sequence[str] = (),
+) -> Callable[[Path], AppcheckResult]:
+    """An appcheck hook for ``run_app``: check the extracted AppDir on ``view_layers``."""
 
-    def hook(appdir: Path) -> AppcheckResult:
+    def check(appdir: Path) -> AppcheckResult:
         report = check_appdir(
             appdir,
             view_layers=view_layers,
-            lib_dirs=stack.base.lib_dirs,
-            ld_library_path=library_path,
+            lib_dirs=lib_dirs,
+            ld_library_path=ld_library_path,
         )
         return summarize(report)
 
-    return hook
+    return check
+
+
+def make_appcheck(
+    stack: Stack, *, view_layers: Sequence[Layer]
+) -> Callable[[Path], AppcheckResult]:
+    """The hook ``run_app`` calls with the extracted AppDir, for ``stack``'s run profile."""
+    env = stack.app.env if stack.app else {}
+    library_path = [p for p in env.get("LD_LIBRARY_PATH", "").split(":") if p]
+    return hook(view_layers=view_layers, lib_dirs=stack.base.lib_dirs, ld_library_path=library_path)
