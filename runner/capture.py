@@ -39,6 +39,7 @@ log = logging.getLogger("fexstack.capture")
 
 GRACE_SECONDS = 5.0
 DRAIN_SECONDS = 0.5  # how long to keep reading after the child exited
+READY_WINDOW = 65536  # bytes of recent output the ready pattern is matched against
 DEFAULT_WINSIZE = (50, 200)  # rows, columns when the user's stdout is not a terminal
 
 _ANSI = re.compile(rb"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-Z\\-_]")
@@ -54,6 +55,8 @@ class CaptureResult:
     duration_seconds: float
     timed_out: bool
     output: bytes  # raw, as read from the PTY
+    ready_seconds: float | None = None  # when the ``ready`` pattern first matched
+    stopped_on_ready: bool = False  # ended by fexstack once the ready pattern matched
 
     @property
     def text(self) -> str:
@@ -115,11 +118,15 @@ def run_pty(
     log_file: BinaryIO | None = None,
     echo: bool | None = None,
     grace_seconds: float = GRACE_SECONDS,
+    ready: re.Pattern[str] | None = None,
+    stop_on_ready: bool = False,
 ) -> CaptureResult:
     """Run ``argv`` under a PTY; see the module docstring.
 
     ``env`` replaces the environment when given. ``echo`` defaults to whether stdout is a
     terminal. Raw output goes to ``log_file`` (flushed as it arrives) and into the result.
+    ``ready``: note when this pattern first matches the (cleaned) output; with
+    ``stop_on_ready`` the process group is then ended like on a timeout (not a timeout).
     """
     args = [os.fspath(a) for a in argv]
     if not args:
@@ -153,6 +160,8 @@ def run_pty(
     chunks: list[bytes] = []
     deadline = start + timeout_seconds if timeout_seconds is not None else None
     timed_out = False
+    ready_seconds: float | None = None
+    stopped_on_ready = False
     kill_at: float | None = None
     exited_at: float | None = None
     try:
@@ -174,8 +183,8 @@ def run_pty(
             waits = [0.1]
             if deadline is not None and not timed_out:
                 waits.append(max(0.0, deadline - now))
-            ready, _, _ = select.select([master], [], [], min(waits))
-            if not ready:
+            readable, _, _ = select.select([master], [], [], min(waits))
+            if not readable:
                 continue
             try:
                 data = os.read(master, 65536)
@@ -188,6 +197,17 @@ def run_pty(
                 proc.wait()
                 break
             chunks.append(data)
+            if ready is not None and ready_seconds is None:
+                # the window overlaps earlier chunks: a marker split across reads still matches
+                window = b"".join(chunks)[-READY_WINDOW:]
+                if ready.search(clean(window)):
+                    ready_seconds = round(time.monotonic() - start, 3)
+                    if stop_on_ready and kill_at is None and exited_at is None:
+                        log.debug("ready after %s s: SIGTERM to process group %d",
+                                  ready_seconds, pgid)  # fmt: skip
+                        stopped_on_ready = True
+                        _kill_group(pgid, signal.SIGTERM)
+                        kill_at = time.monotonic() + grace_seconds
             if log_file is not None:
                 log_file.write(data)
                 log_file.flush()
@@ -196,7 +216,7 @@ def run_pty(
                     sys.stdout.buffer.write(data)
                     sys.stdout.buffer.flush()
         returncode = proc.wait()
-        if timed_out and group_alive(pgid):
+        if (timed_out or stopped_on_ready) and group_alive(pgid):
             # the leader is gone, stragglers of its group are not
             _kill_group(pgid, signal.SIGKILL)
     finally:
@@ -212,4 +232,6 @@ def run_pty(
         duration_seconds=round(duration, 3),
         timed_out=timed_out,
         output=b"".join(chunks),
+        ready_seconds=ready_seconds,
+        stopped_on_ready=stopped_on_ready,
     )

@@ -16,6 +16,7 @@ import datetime as dt
 import hashlib
 import os
 import platform
+import re
 import shlex
 import shutil
 import sys
@@ -27,8 +28,8 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from fexstack import __version__, jsonio, paths
-from fexstack.errors import FexstackError, RunError
 from fexstack.digest import sha256_file
+from fexstack.errors import ConfigError, FexstackError, RunError
 from overlays.stack import Stack
 from runner import capture, evidence, hostinfo, native, preflight
 from runner import muvm as muvm_cli
@@ -36,6 +37,10 @@ from runner.profile import DepsLayer, Layer, Profile, from_stack
 
 LOG_TAIL_LINES = 40
 SANITIZE_EVIDENCE = "sanitize.json"
+# run.report.json "phases": preflight (checks and image hashes), extract (the AppImage,
+# sanitizing included), appcheck, launch (start to exit, or to the ready marker), ready (when
+# the --ready pattern first appeared, from the launch), total (the whole run_app call).
+PHASES = ("preflight", "extract", "appcheck", "launch", "ready", "total")
 LOADER_ERRORS = ("error while loading shared libraries", "CPU ISA level is lower than required")
 
 
@@ -76,6 +81,8 @@ class _State:
     extraction: dict[str, Any] | None = None
     runtime_dir: str | None = None
     log_tail: list[str] = field(default_factory=list)
+    # seconds per phase (None: the phase did not run); see PHASES
+    phases: dict[str, float | None] = field(default_factory=lambda: dict.fromkeys(PHASES, None))
 
 
 def _image_record(layer: Layer, hashes: Mapping[Path, str]) -> dict[str, Any]:
@@ -161,6 +168,7 @@ def _report(
         "appcheck": state.appcheck,
         "extraction": state.extraction,
         "runtime_dir": state.runtime_dir,
+        "phases": {k: (round(v, 3) if v is not None else None) for k, v in state.phases.items()},
         "environment": host.to_json(),
         "log": evidence.LOG_NAME,
         "log_tail": state.log_tail,
@@ -233,6 +241,7 @@ def _launch(
     private_runtime: bool,
     binds: Sequence[Path],
     echo: bool | None,
+    ready: re.Pattern[str] | None = None,
 ) -> None:
     state.stage = "launch"
     profile = state.profile
@@ -252,7 +261,7 @@ def _launch(
                 log_file.flush()
                 result = capture.run_pty(
                     argv, env=env, timeout_seconds=profile.timeout_seconds,
-                    log_file=log_file, echo=echo,
+                    log_file=log_file, echo=echo, ready=ready, stop_on_ready=ready is not None,
                 )  # fmt: skip
                 status = muvm_cli.interpret(
                     result.exit_status, result.signal, result.text, timed_out=result.timed_out
@@ -262,7 +271,7 @@ def _launch(
                 log_file.flush()
                 result = native.run(
                     profile, guest_argv, binds=binds, log_file=log_file,
-                    timeout_seconds=profile.timeout_seconds, echo=echo,
+                    timeout_seconds=profile.timeout_seconds, echo=echo, ready=ready,
                 )  # fmt: skip
                 state.command = list(result.argv)
                 status = native.interpret(
@@ -275,9 +284,18 @@ def _launch(
     state.signal = result.signal
     state.timed_out = result.timed_out
     state.duration_seconds = result.duration_seconds
+    state.phases["launch"] = result.duration_seconds
+    state.phases["ready"] = result.ready_seconds
     state.guest_status_code = status.guest_status_code
     state.outcome = status.outcome
     reason = status.reason
+    if result.stopped_on_ready and not result.timed_out and ready is not None:
+        # ended by fexstack at the marker: the app got that far, which is the point
+        state.outcome = "PASS"
+        reason = (
+            f"the ready marker {ready.pattern!r} appeared after {result.ready_seconds} s; "
+            "the app was then stopped"
+        )
     lines = [ln for ln in muvm_cli.meaningful_lines(result.text) if ln.strip()]
     if status.outcome == "FAIL":
         loader = [ln.strip() for ln in lines if any(e in ln for e in LOADER_ERRORS)]
@@ -304,6 +322,8 @@ def run_app(
     evidence_root: Path | None = None,
     echo: bool | None = None,
     stream: TextIO | None = None,
+    fresh_runtime: bool = False,
+    ready: str | None = None,
 ) -> RunResult:
     """Run the app of ``target`` (a stack, or an expanded profile) and leave evidence.
 
@@ -313,6 +333,9 @@ def run_app(
     always one).
     ``private_runtime``: when a muvm VM is already running, give the run its own
     XDG_RUNTIME_DIR instead of refusing. ``force`` runs despite blocking appcheck findings.
+    ``fresh_runtime``: always give a muvm run its own XDG_RUNTIME_DIR (a fresh VM boots:
+    cold starts). ``ready``: a regular expression; once it appears in the output the
+    launch phase ends, the app is stopped and the run is PASS (start-up benchmarks).
     """
     if isinstance(target, Stack):
         profile = from_stack(target, deps=deps, compat=compat)
@@ -321,6 +344,7 @@ def run_app(
     profile = profile.with_overrides(
         gpu_mode=gpu_mode, timeout_seconds=timeout_seconds, backend=backend
     )
+    ready_re = _ready_pattern(ready)
     started = dt.datetime.now(dt.UTC)
     t0 = time.monotonic()
     ev = evidence.create(profile.app, out_dir=out_dir, root=evidence_root, now=started)
@@ -334,6 +358,7 @@ def run_app(
             f"== fexstack {__version__}: {profile.app} ({profile.backend} backend), "
             f"started {evidence.iso(started)}"
         )
+        t_pre = time.monotonic()
         checks = preflight.run_checks(
             profile, host=host, private_runtime=private_runtime, need_appimage=command is None
         )
@@ -343,6 +368,7 @@ def run_app(
             {p: sha256_file(p) for p in profile.images() if p.is_file() and p not in hashes}
         )
         images = [_image_record(layer, hashes) for layer in profile.layers()]
+        state.phases["preflight"] = time.monotonic() - t_pre
         ev.write_inputs(inputs_document(profile, host, hashes))
         state.preflight = [c.to_json() for c in checks.checks]
         ev.append_log("== preflight\n" + preflight.format_table(checks.checks))
@@ -354,10 +380,14 @@ def run_app(
             guest_argv = list(command)
             extra_binds = [Path(b) for b in binds]
         else:
+            t_extract = time.monotonic()
             appdir = _extract(state, ev)
+            state.phases["extract"] = time.monotonic() - t_extract
             state.stage = "appcheck"
             if appcheck is not None:
+                t_check = time.monotonic()
                 found = appcheck(appdir)
+                state.phases["appcheck"] = time.monotonic() - t_check
                 state.appcheck = {
                     "blocking": found.blocking,
                     "summary": found.summary,
@@ -366,7 +396,7 @@ def run_app(
                 }
                 ev.append_log(f"== appcheck: {found.summary}")
                 if found.report is not None:
-                    jsonio.write(ev.dir / "appcheck.json", found.report)
+                    jsonio.write(ev.dir / "appcheck.json", found.report, "appcheck")
                 if found.blocking and not force:
                     _infra(state, f"appcheck: {found.summary} (use force to run anyway)")
                     return _finish(ev, state, host, images, started, t0, stream)
@@ -383,9 +413,10 @@ def run_app(
             state,
             ev,
             guest_argv,
-            private_runtime=checks.private_runtime_dir,
+            private_runtime=checks.private_runtime_dir or fresh_runtime,
             binds=extra_binds,
             echo=echo,
+            ready=ready_re,
         )
     except FexstackError as exc:
         _infra(state, f"{state.stage}: {exc.message}")
@@ -401,6 +432,18 @@ def run_app(
     return result
 
 
+def _ready_pattern(ready: str | None) -> re.Pattern[str] | None:
+    if not ready:
+        return None
+    try:
+        return re.compile(ready)
+    except re.error as exc:
+        raise ConfigError(
+            f"--ready {ready!r} is not a valid regular expression: {exc}",
+            "pass a Python regular expression, e.g. --ready 'window shown'",
+        ) from exc
+
+
 def _finish(
     ev: evidence.Evidence,
     state: _State,
@@ -412,6 +455,7 @@ def _finish(
 ) -> RunResult:
     if state.stage != "launch":
         state.duration_seconds = time.monotonic() - t0
+    state.phases["total"] = time.monotonic() - t0
     if not ev.inputs.exists():
         # inputs could not be recorded in full (e.g. an unreadable image): record the profile
         with contextlib.suppress(Exception):

@@ -111,8 +111,13 @@ def run(
     log_file: BinaryIO | None = None,
     timeout_seconds: float | None = None,
     echo: bool | None = None,
+    ready: re.Pattern[str] | None = None,
 ) -> capture.CaptureResult:
-    """Run ``command_argv`` on ``profile``'s layers (see the module docstring)."""
+    """Run ``command_argv`` on ``profile``'s layers (see the module docstring).
+
+    ``ready``: end the run once this pattern appears in the output (see
+    :func:`runner.capture.run_pty`).
+    """
     if not command_argv or not command_argv[0].startswith("/"):
         raise RunError(
             f"the command to run must be an absolute path, not {command_argv[:1]}",
@@ -137,6 +142,8 @@ def run(
             timeout_seconds=timeout_seconds,
             log_file=log_file,
             echo=echo,
+            ready=ready,
+            stop_on_ready=ready is not None,
         )
     finally:
         # the namespace is gone with the run: only empty mount points remain

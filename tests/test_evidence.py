@@ -18,8 +18,8 @@ from tests.test_launch import muvm_profile  # noqa: F401  (a fixture)
 REPORT_KEYS = [
     "app", "appcheck", "backend", "command", "duration_seconds", "environment", "exit_status",
     "extraction", "fexstack_version", "finished", "format", "guest_command",
-    "guest_status_code", "images", "log", "log_tail", "outcome", "preflight", "reason",
-    "runtime_dir", "signal", "stage", "started", "timed_out",
+    "guest_status_code", "images", "log", "log_tail", "outcome", "phases", "preflight",
+    "reason", "runtime_dir", "signal", "stage", "started", "timed_out",
 ]  # fmt: skip
 INPUTS_KEYS = ["fexstack_version", "format", "host", "profile", "resolved", "tools"]
 PROFILE_KEYS = [

@@ -1,0 +1,194 @@
+"""The start-up bench: N cold and N warm starts of an app, min/median/max per phase.
+
+A cold start boots a fresh VM (the run gets its own XDG_RUNTIME_DIR, so no running muvm
+VM is reused) after dropping the AppImage's extraction cache (and its sanitized copy);
+a warm start keeps the cache. Runs alternate cold, warm, cold, warm, ... so every warm
+run follows a cold one that refilled the cache. Each run is a full evidence bundle under
+the bench's folder ``evidence/bench-<name>/<UTC timestamp>/`` (``cold-1/``, ``warm-1/``,
+...); ``bench.json`` (schema ``bench``) holds the runs and, per kind and phase, min,
+median and max. Phases are those of run.report.json: preflight, extract, appcheck,
+launch (to exit, or to the ``--ready`` pattern when given: the app is then stopped),
+ready and total.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import statistics
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+from fexstack import __version__, atomic, jsonio, paths
+from fexstack.errors import ConfigError
+from overlays.stack import Stack
+from runner import evidence
+from runner.launch import PHASES, AppcheckResult, RunResult, run_app
+from runner.profile import DepsLayer, Profile, from_stack
+
+BENCH_NAME = "bench.json"
+BENCH_SCHEMA = "bench"
+KINDS = ("cold", "warm")
+DEFAULT_RUNS = 3
+
+
+@dataclass(frozen=True)
+class BenchResult:
+    dir: Path
+    doc: dict[str, Any]
+    runs: tuple[RunResult, ...]
+
+    @property
+    def all_pass(self) -> bool:
+        return bool(self.doc["all_pass"])
+
+
+def drop_extraction(profile: Profile) -> list[str]:
+    """Remove ``profile``'s AppImage extraction (and sanitized copy) from the cache."""
+    if profile.appimage is None or not profile.appimage.is_file():
+        return []
+    from runner import appimage
+
+    entry = appimage.default_cache() / appimage.cache_key(profile.appimage)
+    dropped = []
+    if profile.sanitize:
+        appdir = entry / appimage.APPDIR_NAME
+        key = hashlib.sha256(f"{appdir}\0{','.join(profile.sanitize)}".encode()).hexdigest()
+        sanitized = paths.cache_dir() / "sanitized" / key[:32]
+        if sanitized.exists():
+            atomic.remove(sanitized)
+            dropped.append(str(sanitized))
+    if entry.exists():
+        atomic.remove(entry)
+        dropped.append(str(entry))
+    return dropped
+
+
+def stats(values: Sequence[float | None]) -> dict[str, Any] | None:
+    """n, min, median and max of the known values (None when there are none)."""
+    known = [v for v in values if v is not None]
+    if not known:
+        return None
+    return {
+        "n": len(known),
+        "min": round(min(known), 3),
+        "median": round(statistics.median(known), 3),
+        "max": round(max(known), 3),
+    }
+
+
+def _record(
+    kind: str, index: int, run: RunResult, parent: Path, dropped: list[str]
+) -> dict[str, Any]:
+    report = jsonio.read(run.evidence_dir / evidence.REPORT_NAME)
+    extraction = report.get("extraction")
+    phases = report.get("phases") or {}
+    return {
+        "kind": kind,
+        "index": index,
+        "evidence": str(run.evidence_dir.relative_to(parent)),
+        "outcome": report["outcome"],
+        "reason": report["reason"],
+        "cache_hit": extraction["cache_hit"] if extraction else None,
+        "cache_dropped": dropped,
+        "fresh_vm": kind == "cold",
+        "runtime_dir": report["runtime_dir"],
+        "ready": phases.get("ready") is not None,
+        "phases": {p: phases.get(p) for p in PHASES},
+    }
+
+
+def run_bench(
+    target: Stack | Profile,
+    *,
+    name: str | None = None,
+    deps: Sequence[DepsLayer | tuple[str, Path, Path | None]] = (),
+    compat: Path | None = None,
+    runs: int = DEFAULT_RUNS,
+    ready: str | None = None,
+    command: Sequence[str] | None = None,
+    backend: str | None = None,
+    timeout_seconds: float | None = None,
+    appcheck: Callable[[Path], AppcheckResult] | None = None,
+    force: bool = False,
+    out_dir: Path | None = None,
+    evidence_root: Path | None = None,
+    echo: bool | None = None,
+    stream: TextIO | None = None,
+) -> BenchResult:
+    """Run ``runs`` cold and ``runs`` warm starts; write bench.json; print the table."""
+    if runs < 1:
+        raise ConfigError(f"--runs {runs} is not positive", "pass --runs N with N >= 1")
+    out = stream or sys.stdout
+    profile = from_stack(target, deps=deps, compat=compat) if isinstance(target, Stack) else target
+    profile = profile.with_overrides(backend=backend, timeout_seconds=timeout_seconds)
+    label = name or profile.app
+    parent = evidence.create(f"bench-{label}", out_dir=out_dir, root=evidence_root)
+    parent.append_log(
+        f"== fexstack {__version__}: bench of {label}: {runs} cold and {runs} warm starts "
+        f"({profile.backend} backend" + (f", ready: {ready!r}" if ready else "") + ")"
+    )
+    results: list[RunResult] = []
+    records: list[dict[str, Any]] = []
+    for i in range(1, runs + 1):
+        for kind in KINDS:
+            dropped = drop_extraction(profile) if kind == "cold" else []
+            folder = parent.dir / f"{kind}-{i}"
+            parent.append_log(f"== {kind} {i}: {folder}" + (
+                f" (dropped {', '.join(dropped)})" if dropped else ""))  # fmt: skip
+            run = run_app(
+                profile, command=command, appcheck=appcheck, force=force, out_dir=folder,
+                fresh_runtime=kind == "cold", ready=ready, echo=echo, stream=out,
+            )  # fmt: skip
+            results.append(run)
+            records.append(_record(kind, i, run, parent.dir, dropped))
+            parent.append_log(f"== {kind} {i}: {run.outcome}: {run.reason}")
+    summary = {
+        kind: {p: stats([r["phases"][p] for r in records if r["kind"] == kind]) for p in PHASES}
+        for kind in KINDS
+    }
+    doc = {
+        "format": 1,
+        "fexstack_version": __version__,
+        "name": label,
+        "backend": profile.backend,
+        "runs_per_kind": runs,
+        "ready": ready,
+        "timeout_seconds": profile.timeout_seconds,
+        "command": list(command) if command is not None else None,
+        "appimage": str(profile.appimage) if profile.appimage is not None else None,
+        "runs": records,
+        "summary": summary,
+        "all_pass": all(r["outcome"] == "PASS" for r in records),
+    }
+    jsonio.write(parent.dir / BENCH_NAME, doc, BENCH_SCHEMA)
+    table = format_table(doc)
+    parent.append_log(table)
+    out.write(table)
+    out.write(f"bench: {parent.dir / BENCH_NAME}\n")
+    out.flush()
+    return BenchResult(parent.dir, doc, tuple(results))
+
+
+def _cell(s: Mapping[str, Any] | None) -> str:
+    if s is None:
+        return "-"
+    return f"{s['min']:.3f} / {s['median']:.3f} / {s['max']:.3f}"
+
+
+def format_table(doc: Mapping[str, Any]) -> str:
+    """Per phase: cold and warm min / median / max, in seconds."""
+    head = ["phase", "cold min / median / max", "warm min / median / max"]
+    rows = [[p, _cell(doc["summary"]["cold"][p]), _cell(doc["summary"]["warm"][p])]
+            for p in PHASES]  # fmt: skip
+    widths = [max(len(head[i]), *(len(r[i]) for r in rows)) for i in range(3)]
+    passed = sum(1 for r in doc["runs"] if r["outcome"] == "PASS")
+    lines = [
+        f"bench:{doc['name']} ({doc['backend']} backend): {doc['runs_per_kind']} cold, "
+        f"{doc['runs_per_kind']} warm; {passed}/{len(doc['runs'])} PASS (seconds)",
+        "  ".join(h.ljust(w) for h, w in zip(head, widths, strict=True)).rstrip(),
+    ]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    return "\n".join(lines) + "\n"
