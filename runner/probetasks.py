@@ -78,13 +78,10 @@ def app_stacks(infos: Mapping[str, tasking.StackInfo]) -> list[str]:
 
 
 def _compat(project: Project, stack: Stack) -> Path | None:
-    try:
-        return pipeline.compat_layer_path(project, stack.base.id)
-    except FileNotFoundError:
-        raise ConfigError(
-            f"the compat overlay of base {stack.base.id} is not built",
-            f"run: doit compat:{stack.base.id} (or doit overlay:{stack.name})",
-        ) from None
+    """The base's compat overlay, made now if it was never built (it is cheap)."""
+    if not pipeline.compat_record(project, stack.base.id).exists():
+        pipeline.compat(project, stack.base.id)
+    return pipeline.compat_layer_path(project, stack.base.id)
 
 
 def _app_stack(project: Project, name: str) -> Stack:
@@ -101,12 +98,21 @@ def context(
     name = stack
     if not name:
         apps = app_stacks(infos)
+        # The first app stack whose base is on this machine (bambu's on Asahi, the demo's
+        # elsewhere), so that a plain `doit probe:gpu` works wherever it can.
+        present = [a for a in apps if (s := infos[a].stack) is not None and s.base.image.exists()]
         if not apps:
             raise ConfigError(
                 "no stack has an [app] table to take the probe's context from",
                 "pass --stack NAME, or add [app] to a stack",
             )
-        name = apps[0]
+        if not present:
+            raise ConfigError(
+                f"no app stack has its base on this machine ({', '.join(apps)})",
+                "install the base (fex-emu-rootfs-fedora on Asahi), build the demo base with "
+                "doit demo:base, or pass --stack NAME",
+            )
+        name = present[0]
     loaded = pipeline.stack_of(project, name)
     deps = [] if bare else tasking.deps_layers(project, name)
     return loaded, deps, _compat(project, loaded), f"{name} (bare)" if bare else name
