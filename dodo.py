@@ -10,6 +10,7 @@ invariants/ and runner/ (see overlays/pipeline.py for the actions).
 from __future__ import annotations
 
 import functools
+import multiprocessing
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,8 +19,10 @@ from typing import Any
 from doit.tools import config_changed
 
 from fexstack import buildlock
-from overlays import pipeline, tasks as tasking
+from overlays import pipeline
+from overlays import tasks as tasking
 from overlays.project import Project
+from runner import probetasks
 
 PROJECT = Project(Path(__file__).resolve().parent)
 PROJECT.build_dir.mkdir(parents=True, exist_ok=True)
@@ -29,10 +32,17 @@ DOIT_CONFIG = {
     "dep_file": str(PROJECT.build_dir / ".doit.db"),
     "verbosity": 2,
     "default_tasks": [],
+    # `doit list` shows every task (each stack's steps), not only the task groups.
+    "subtasks": True,
 }
 
 if tasking.executes_tasks(sys.argv[1:]):
     buildlock.acquire(PROJECT.build_dir)
+
+# `doit -n N` starts its workers with multiprocessing's default method. Python 3.14
+# defaults to forkserver, which pickles every task (actions are closures: it fails);
+# fork is what doit expects, and the workers inherit the build lock with it.
+multiprocessing.set_start_method("fork", force=True)
 
 STACKS = tasking.stacks(PROJECT)
 
@@ -41,8 +51,33 @@ def _do(step: Any, *args: Any) -> Any:
     return functools.partial(pipeline.action(step), PROJECT, *args)
 
 
-def _recipe(step: str, *extra: Any) -> Any:
-    return config_changed({"recipe": pipeline.RECIPE[step], "extra": [str(e) for e in extra]})
+def _recipe(step: str, inputs: Any = None) -> Any:
+    """Rerun ``step`` when its code (RECIPE) or the stack settings it reads change."""
+    return config_changed({"recipe": pipeline.RECIPE[step], "inputs": inputs})
+
+
+def _step(
+    step: str, name: str, file_dep: list[str], inputs: Any = None, also: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """The actions, file_dep and uptodate checks of one pipeline step of one stack (or base).
+
+    The step counts as done only when it completed for the current inputs (see
+    tasking.step_done): a step that failed or was killed always runs again. ``also``
+    names outputs that are checked like inputs (the lock, which users may replace).
+    """
+    stamp = tasking.stamp_path(PROJECT, step, name)
+    config = {"recipe": pipeline.RECIPE[step], "inputs": inputs}
+    stamped = [*file_dep, *also]
+    return {
+        "name": name,
+        "actions": [
+            tasking.forget_step(stamp),
+            _do(getattr(pipeline, step), name),
+            tasking.complete_step(stamp, stamped, config),
+        ],
+        "file_dep": file_dep,
+        "uptodate": [config_changed(config), tasking.step_done(stamp, stamped, config)],
+    }
 
 
 def task_demo() -> Iterator[dict[str, Any]]:
@@ -77,12 +112,9 @@ def task_compat() -> Iterator[dict[str, Any]]:
     """The compat overlay of each base (loader path symlinks the base lacks)."""
     for base_id, info in tasking.bases(PROJECT, STACKS).items():
         yield {
-            "name": base_id,
+            **_step("compat", base_id, info.file_deps),
             "doc": f"compat overlay for base {base_id} (missing loader paths as symlinks)",
-            "actions": [_do(pipeline.compat, base_id)],
-            "file_dep": info.file_deps,
             "targets": [str(pipeline.compat_record(PROJECT, base_id))],
-            "uptodate": [_recipe("compat")],
             "clean": True,
         }
 
@@ -90,26 +122,23 @@ def task_compat() -> Iterator[dict[str, Any]]:
 def task_lock() -> Iterator[dict[str, Any]]:
     """Resolve a stack's seeds into stacks/<name>.lock.toml."""
     for name, info in STACKS.items():
+        lock = str(PROJECT.lock_path(name))
         yield {
-            "name": name,
+            **_step("lock", name, info.lock_deps, also=(lock,)),
             "doc": f"resolve {name}'s seeds into stacks/{name}.lock.toml (libdnf5)",
-            "actions": [_do(pipeline.lock, name)],
-            "file_dep": info.lock_deps,
-            "targets": [str(PROJECT.lock_path(name))],
-            "uptodate": [_recipe("lock")],
+            "targets": [lock],
         }
 
 
 def task_fetch() -> Iterator[dict[str, Any]]:
     """Download and verify the locked RPMs into the cache."""
     for name in STACKS:
+        step = _step("fetch", name, [str(PROJECT.lock_path(name))])
         yield {
-            "name": name,
+            **step,
             "doc": f"download and verify {name}'s locked RPMs (sha256, signatures)",
-            "actions": [_do(pipeline.fetch, name)],
-            "file_dep": [str(PROJECT.lock_path(name))],
             "targets": [str(PROJECT.record(name, "fetch"))],
-            "uptodate": [_recipe("fetch"), tasking.cached_rpms(PROJECT, name)],
+            "uptodate": [*step["uptodate"], tasking.cached_rpms(PROJECT, name)],
             "clean": True,
         }
 
@@ -117,13 +146,13 @@ def task_fetch() -> Iterator[dict[str, Any]]:
 def task_stage() -> Iterator[dict[str, Any]]:
     """Extract the RPMs safely into build/<name>/staging."""
     for name in STACKS:
+        deps = [str(PROJECT.lock_path(name)), str(PROJECT.record(name, "fetch"))]
+        step = _step("stage", name, deps)
         yield {
-            "name": name,
+            **step,
             "doc": f"extract {name}'s RPMs into build/{name}/staging",
-            "actions": [_do(pipeline.stage, name)],
-            "file_dep": [str(PROJECT.lock_path(name)), str(PROJECT.record(name, "fetch"))],
             "targets": [str(PROJECT.record(name, "stage")), str(PROJECT.owners(name))],
-            "uptodate": [_recipe("stage"), tasking.exists(PROJECT.staging(name))],
+            "uptodate": [*step["uptodate"], tasking.exists(PROJECT.staging(name))],
             "clean": [tasking.remove(PROJECT.staging(name))],
         }
 
@@ -131,17 +160,13 @@ def task_stage() -> Iterator[dict[str, Any]]:
 def task_check() -> Iterator[dict[str, Any]]:
     """Run the invariants on the staged tree against the base view."""
     for name, info in STACKS.items():
+        deps = [str(PROJECT.record(name, "stage")), str(PROJECT.owners(name)), *info.check_deps]
+        step = _step("check", name, deps, tasking.check_inputs(info))
         yield {
-            "name": name,
+            **step,
             "doc": f"check {name}'s staged tree (arch, ABI boundary, precedence, loader)",
-            "actions": [_do(pipeline.check, name)],
-            "file_dep": [
-                str(PROJECT.record(name, "stage")),
-                str(PROJECT.owners(name)),
-                *info.check_deps,
-            ],
             "targets": [str(PROJECT.invariants(name))],
-            "uptodate": [_recipe("check")],
+            "uptodate": [*step["uptodate"], tasking.report_passed(PROJECT.invariants(name))],
             "clean": True,
         }
 
@@ -149,19 +174,19 @@ def task_check() -> Iterator[dict[str, Any]]:
 def task_image() -> Iterator[dict[str, Any]]:
     """Make the reproducible EROFS image and its manifest."""
     for name, info in STACKS.items():
+        deps = [
+            str(PROJECT.invariants(name)),
+            str(PROJECT.record(name, "stage")),
+            str(PROJECT.owners(name)),
+            str(PROJECT.lock_path(name)),
+            *info.image_deps,
+        ]
+        step = _step("image", name, deps, tasking.image_inputs(info))
         yield {
-            "name": name,
+            **step,
             "doc": f"make build/overlays/{name}.erofs and its manifest",
-            "actions": [_do(pipeline.image, name)],
-            "file_dep": [
-                str(PROJECT.invariants(name)),
-                str(PROJECT.record(name, "stage")),
-                str(PROJECT.owners(name)),
-                str(PROJECT.lock_path(name)),
-                *info.stack_files,
-            ],
             "targets": [str(PROJECT.image(name)), str(PROJECT.manifest(name))],
-            "uptodate": [_recipe("image"), tasking.exists(PROJECT.staging(name))],
+            "uptodate": [*step["uptodate"], tasking.exists(PROJECT.staging(name))],
             "clean": True,
         }
 
@@ -172,9 +197,9 @@ def task_overlay() -> Iterator[dict[str, Any]]:
         yield {
             "name": name,
             "doc": f"bring the {name} overlay up to date (lock, fetch, stage, check, image)",
-            "actions": [tasking.announce(PROJECT, name)],
+            # No action: the image step says where the image and manifest are.
+            "actions": None,
             "task_dep": [f"image:{name}", *info.compat_tasks],
-            "uptodate": [True],
             "clean": [tasking.remove(PROJECT.step_dir(name)), tasking.remove_image(PROJECT, name)],
         }
 
@@ -223,3 +248,18 @@ def _run_tasks() -> Iterator[dict[str, Any]]:
 def task_apps() -> Iterator[dict[str, Any]]:
     """run:<app> tasks (doit's own 'run' command name is taken, so each has a basename)."""
     yield from _run_tasks()
+
+
+def task_probe() -> Iterator[dict[str, Any]]:
+    """probe:display and probe:gpu: what the guest sees of the display and the GPU."""
+    yield from probetasks.task_probe(PROJECT, STACKS)
+
+
+def task_ab() -> Iterator[dict[str, Any]]:
+    """ab:<app> and ab:probe-gpu: the same run under each --gpu-mode, and diff.json."""
+    yield from probetasks.task_ab(PROJECT, STACKS)
+
+
+def task_bench() -> Iterator[dict[str, Any]]:
+    """bench:<app>: cold and warm start-up timings per phase (bench.json)."""
+    yield from probetasks.task_bench(PROJECT, STACKS)

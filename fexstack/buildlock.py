@@ -50,3 +50,18 @@ def acquire(build_dir: Path, *, wait: bool = True) -> bool:
     fh.flush()
     _held = fh
     return True
+
+
+def release() -> None:
+    """Give the build lock back (it is otherwise held until the process ends)."""
+    global _held
+    if _held is None:
+        return
+    fcntl.flock(_held, fcntl.LOCK_UN)
+    _held.close()
+    _held = None
+
+
+def held() -> bool:
+    """Whether this process holds the build lock."""
+    return _held is not None

@@ -7,6 +7,7 @@ muvm), so a build never starts an application by accident.
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 from doit.cmd_run import Run
@@ -40,3 +41,7 @@ class Build(Run):  # type: ignore[misc]
             )
         result: int = super()._execute(outfile, *args, **kwargs)
         return result
+
+    # doit calls _execute with the options its signature names (DoitCmdBase.execute reads
+    # it with inspect.signature): keep Run's, not (*args, **kwargs).
+    _execute.__signature__ = inspect.signature(Run._execute)  # type: ignore[attr-defined]

@@ -16,14 +16,14 @@ from typing import Any
 from doit.exceptions import TaskFailed
 
 from fexstack import atomic, jsonio
+from fexstack.digest import sha256_file
 from fexstack.errors import FexstackError, format_error
 from overlays import lockfile
-from fexstack.digest import sha256_file
 from overlays.project import Project
 from overlays.stack import Stack, load_stack
 
 # Bumped whenever a step's code changes what it writes, so doit reruns it (config_changed).
-RECIPE = {"lock": 1, "fetch": 1, "stage": 1, "check": 1, "image": 1, "compat": 1, "demo": 1}
+RECIPE = {"lock": 1, "fetch": 1, "stage": 1, "check": 1, "image": 2, "compat": 1, "demo": 1}
 
 
 def action(step: Callable[..., Any]) -> Callable[..., Any]:
@@ -38,6 +38,24 @@ def action(step: Callable[..., Any]) -> Callable[..., Any]:
         return None
 
     return wrapped
+
+
+def starting(*outputs: Path, replaced: tuple[Path, ...] = ()) -> None:
+    """Remove a step's previous outputs before it does anything.
+
+    doit takes a task as up to date when its targets exist and its inputs match the last
+    successful run. A step that fails or is killed half way must not leave targets from
+    an earlier run beside half-written ones: with them gone, the next run repeats it.
+    The temp files a killed run of the step left beside them (and beside ``replaced``,
+    outputs that are swapped in atomically) go too: the build lock ensures no other
+    process is writing them.
+    """
+    for path in outputs:
+        atomic.remove(path)
+    for path in (*outputs, *replaced):
+        if path.parent.is_dir():
+            for leftover in path.parent.glob(f"{atomic.TMP_PREFIX}{path.name}.*"):
+                atomic.remove(leftover)
 
 
 def stack_of(project: Project, name: str) -> Stack:
@@ -62,6 +80,7 @@ def fetch(project: Project, name: str) -> None:
     from overlays.fetch import fetch_lock
 
     stack = stack_of(project, name)
+    starting(project.record(name, "fetch"))
     fetch_lock(
         read_lock(project, name),
         repos={repo.id: repo for repo in stack.repos},
@@ -72,6 +91,9 @@ def fetch(project: Project, name: str) -> None:
 def stage(project: Project, name: str) -> None:
     from overlays.staging import stage_lock
 
+    starting(
+        project.record(name, "stage"), project.owners(name), replaced=(project.staging(name),)
+    )
     result = stage_lock(
         read_lock(project, name),
         staging=project.staging(name),
@@ -106,6 +128,7 @@ def compat(project: Project, base_id: str) -> None:
     base = load_base(project.stacks_dir / "bases", base_id)
     image = compat_image(project, base_id)
     manifest = image.with_suffix(".manifest.json")
+    starting(compat_record(project, base_id), manifest)
     tree = ensure(base.image)
     record: dict[str, Any] = {"base": base_id, "image": None, "manifest": None}
     if tree is None:
@@ -159,6 +182,7 @@ def check(project: Project, name: str) -> None:
     from invariants.report import raise_on_failure, write_report
 
     stack = stack_of(project, name)
+    starting(project.invariants(name))
     owners = jsonio.read(project.owners(name))
     library_path = stack.app.env.get("LD_LIBRARY_PATH", "") if stack.app else ""
     report = check_tree(
@@ -185,6 +209,8 @@ def image(project: Project, name: str) -> None:
     stack = stack_of(project, name)
     lock_data = read_lock(project, name)
     staging = project.staging(name)
+    # An image without its manifest is never taken as built (nor one with a stale one).
+    starting(project.manifest(name), project.image(name))
     info = build_image(
         staging,
         project.image(name),
@@ -207,8 +233,8 @@ def image(project: Project, name: str) -> None:
             invariants_report=project.invariants(name),
         ),
     )
-    print(f"overlay:{name}: {project.image(name)}", file=sys.stderr)
-    print(f"overlay:{name}: {project.manifest(name)}", file=sys.stderr)
+    print(f"image:{name}: image    {project.image(name)}")
+    print(f"image:{name}: manifest {project.manifest(name)}")
 
 
 # --- the demo's generated inputs ----------------------------------------------------------

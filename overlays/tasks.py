@@ -7,14 +7,17 @@ hint, so ``doit list`` works while one stack file is broken.
 
 from __future__ import annotations
 
+import dataclasses
 import glob
+import json
+import os
 import urllib.parse
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fexstack import atomic
+from fexstack import atomic, jsonio
 from fexstack.errors import ConfigError, FexstackError, RunError
 from overlays import pipeline
 from overlays.project import Project
@@ -36,10 +39,34 @@ RUN_PARAMS = [
 ]
 
 
+# doit's global and run options that take a separate value (``-n 2``, ``--db-file F``).
+_OPTIONS_WITH_VALUE = frozenset(
+    {
+        "-f", "--file", "-d", "--dir", "--db-file", "--backend", "--codec-cls",
+        "--check_file_uptodate", "-n", "--process", "-P", "--parallel-type", "-r",
+        "--reporter", "-o", "--output-file", "-v", "--verbosity", "-k", "--seek-file",
+    }
+)
+
+
+def command_of(argv: Sequence[str]) -> str | None:
+    """The first positional word of a doit command line (a command or a task), if any."""
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--":
+            continue
+        elif arg.startswith("-"):
+            skip = arg in _OPTIONS_WITH_VALUE
+        else:
+            return arg
+    return None
+
+
 def executes_tasks(argv: Sequence[str]) -> bool:
     """Whether a doit command line may execute tasks (and so needs the build lock)."""
-    words = [a for a in argv if not a.startswith("-")]
-    return not words or words[0] not in READ_ONLY_COMMANDS
+    return command_of(argv) not in READ_ONLY_COMMANDS
 
 
 @dataclass
@@ -52,6 +79,7 @@ class StackInfo:
     stack_files: list[str] = field(default_factory=list)
     lock_deps: list[str] = field(default_factory=list)
     check_deps: list[str] = field(default_factory=list)
+    image_deps: list[str] = field(default_factory=list)
     compat_tasks: list[str] = field(default_factory=list)
     app_deps: list[str] = field(default_factory=list)
 
@@ -119,7 +147,8 @@ def stacks(project: Project) -> dict[str, StackInfo]:
             stack,
             stack_files=files,
             lock_deps=[*files, *_package_list(project, stack), *_local_repo_metadata(stack)],
-            check_deps=[*files, base_record, *_image_deps(project, stack)],
+            check_deps=[base_record, *_image_deps(project, stack)],
+            image_deps=_image_deps(project, stack),
             compat_tasks=[f"compat:{stack.base.id}"],
             app_deps=app_deps,
         )
@@ -185,13 +214,64 @@ def remove_image(project: Project, name: str) -> Callable[[], None]:
     return clean
 
 
-def announce(project: Project, name: str) -> Callable[[], None]:
-    def say() -> None:
-        print(f"overlay:{name} is up to date")
-        print(f"  image:    {project.image(name)}")
-        print(f"  manifest: {project.manifest(name)}")
+def report_passed(report: Path) -> Callable[[], bool]:
+    """An uptodate check for check: its report exists and says the invariants held.
 
-    return say
+    A failed check leaves its report for the user; it must never count as done.
+    """
+
+    def check() -> bool:
+        try:
+            return jsonio.read(report).get("failed") is False
+        except (OSError, ValueError, AttributeError):
+            return False
+
+    return check
+
+
+# --- what check and image read from a stack (config_changed values) ----------------------
+#
+# check and image do not depend on the stack files themselves: a comment or description
+# edit must not rebuild an overlay. They depend on these settings instead (and on the
+# lock, the step records and the base's image files as file_dep).
+
+
+def _base_inputs(stack: Stack) -> dict[str, Any]:
+    base = stack.base
+    return {
+        "id": base.id,
+        "image": str(base.image),
+        "overlays": [str(p) for p in base.overlays],
+        "lib_dirs": list(base.lib_dirs),
+    }
+
+
+def check_inputs(info: StackInfo) -> Any:
+    """The stack settings the check step reads."""
+    stack = info.stack
+    if stack is None:
+        return {"error": info.error.message if info.error else "not loaded"}
+    return {
+        "class": stack.klass,
+        "base": _base_inputs(stack),
+        "waivers": [dataclasses.asdict(w) for w in stack.waivers],
+        "allow_elf": [dataclasses.asdict(a) for a in stack.allow_elf],
+        "allow_32bit": stack.allow_32bit,
+        "ld_library_path": stack.app.env.get("LD_LIBRARY_PATH", "") if stack.app else "",
+    }
+
+
+def image_inputs(info: StackInfo) -> Any:
+    """The stack settings the image step reads (what goes into the image and manifest)."""
+    stack = info.stack
+    if stack is None:
+        return {"error": info.error.message if info.error else "not loaded"}
+    return {
+        "class": stack.klass,
+        "compression": stack.compression,
+        "base": _base_inputs(stack),
+        "files": info.stack_files,
+    }
 
 
 # --- actions of the non-pipeline tasks ---------------------------------------------------
@@ -267,3 +347,77 @@ def appcheck_for(project: Project, stack: Stack) -> Any:
 
     layers = [*pipeline.view_layers(project, stack), deps_view(project, stack.name)]
     return make_appcheck(stack, view_layers=layers)
+
+
+# --- completion stamps: a step is up to date only when it completed for these inputs ------
+#
+# doit records a task's success in its database only when the doit process ends normally.
+# A build killed with SIGKILL leaves the outputs of the steps it completed (and the
+# database of the run before). Were the inputs then put back as they were, doit would
+# take those newer outputs for the old inputs' ones. Each step therefore writes a stamp
+# when it completes, with the fingerprints of its file_dep and its settings, and is up to
+# date only when its stamp matches the current ones. The stamp is removed first thing
+# when the step starts, so a step that fails or is killed is never taken as done.
+
+_HASHED_UP_TO = 8 << 20  # bytes; larger files (base images) are fingerprinted by stat
+
+
+def stamp_path(project: Project, step: str, name: str) -> Path:
+    """The completion stamp of ``<step>:<name>``, beside the step's outputs.
+
+    ``build/<name>/.<step>.done.json``; a base's compat step: ``build/compat/.<base>.done.json``.
+    """
+    if step == "compat":
+        return pipeline.compat_record(project, name).parent / f".{name}.done.json"
+    return project.step_dir(name) / f".{step}.done.json"
+
+
+def _fingerprint(path: str) -> str | None:
+    import hashlib
+
+    try:
+        st = os.stat(path)
+        if st.st_size > _HASHED_UP_TO:
+            return f"stat:{st.st_size}:{st.st_mtime_ns}:{st.st_ino}"
+        with open(path, "rb") as fh:
+            return "sha256:" + hashlib.sha256(fh.read()).hexdigest()
+    except OSError:
+        return None
+
+
+def _stamp(file_dep: Sequence[str], config: Any) -> dict[str, Any]:
+    return {
+        "files": {path: _fingerprint(path) for path in sorted(file_dep)},
+        "config": json.loads(json.dumps(config, sort_keys=True, default=str)),
+    }
+
+
+def forget_step(stamp: Path) -> Callable[[], None]:
+    """The first action of a step: it is not complete until its last action says so."""
+    return lambda: atomic.remove(stamp)
+
+
+def complete_step(stamp: Path, file_dep: Sequence[str], config: Any) -> Callable[[], None]:
+    """The last action of a step: stamp it complete for the inputs it read.
+
+    ``file_dep`` may also name outputs that are sources too (the lock), so that a lock
+    replaced by hand is checked again.
+    """
+
+    def write() -> None:
+        jsonio.write(stamp, _stamp(file_dep, config))
+
+    return write
+
+
+def step_done(stamp: Path, file_dep: Sequence[str], config: Any) -> Callable[[], bool]:
+    """An uptodate check: the step completed for exactly the current inputs."""
+
+    def check() -> bool:
+        try:
+            recorded = jsonio.read(stamp)
+        except (OSError, ValueError):
+            return False
+        return bool(recorded == _stamp(file_dep, config))
+
+    return check
