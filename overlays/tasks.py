@@ -345,7 +345,9 @@ def appcheck_for(project: Project, stack: Stack) -> Any:
     """The appcheck hook of a run (interpreter, linkability and ISA of the AppImage's ELF)."""
     from runner.appcheck import make_appcheck
 
-    layers = [*pipeline.view_layers(project, stack), deps_view(project, stack.name)]
+    def layers() -> list[Any]:
+        return [*pipeline.view_layers(project, stack), deps_view(project, stack.name)]
+
     return make_appcheck(stack, view_layers=layers)
 
 

@@ -165,18 +165,25 @@ def summarize(report: Mapping[str, Any]) -> AppcheckResult:
     )
 
 
+Layers = Sequence[Layer] | Callable[[], Sequence[Layer]]
+
+
 def hook(
     *,
-    view_layers: Sequence[Layer],
+    view_layers: Layers,
     lib_dirs: Sequence[str],
     ld_library_path: Sequence[str] = (),
 ) -> Callable[[Path], AppcheckResult]:
-    """An appcheck hook for ``run_app``: check the extracted AppDir on ``view_layers``."""
+    """An appcheck hook for ``run_app``: check the extracted AppDir on ``view_layers``.
+
+    ``view_layers`` may be a function: the layers are then prepared (images extracted)
+    only when the hook runs, inside ``run_app``, so a failure there still leaves evidence.
+    """
 
     def check(appdir: Path) -> AppcheckResult:
         report = check_appdir(
             appdir,
-            view_layers=view_layers,
+            view_layers=view_layers() if callable(view_layers) else view_layers,
             lib_dirs=lib_dirs,
             ld_library_path=ld_library_path,
         )
@@ -185,9 +192,7 @@ def hook(
     return check
 
 
-def make_appcheck(
-    stack: Stack, *, view_layers: Sequence[Layer]
-) -> Callable[[Path], AppcheckResult]:
+def make_appcheck(stack: Stack, *, view_layers: Layers) -> Callable[[Path], AppcheckResult]:
     """The hook ``run_app`` calls with the extracted AppDir, for ``stack``'s run profile."""
     env = stack.app.env if stack.app else {}
     library_path = [p for p in env.get("LD_LIBRARY_PATH", "").split(":") if p]
