@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from invariants import elf
+from invariants.elf import ElfFacts
 from invariants.loader import Loader, Search
 from invariants.view import Layer, Tree, View
 from overlays.stack import ElfAllowance
@@ -54,14 +55,14 @@ class CheckContext:
     def package(self, path: str) -> str | None:
         return self.owners.get(path)
 
-    def elf(self, path: str) -> elf.ElfFacts | None:
+    def elf(self, path: str) -> ElfFacts | None:
         """Facts of the overlay's regular file at ``path`` (None: not ELF, or not a file)."""
         node = self.overlay.nodes.get(path)
         if node is None or node.kind != "file":
             return None
         return elf.facts(node.source)
 
-    def elves(self) -> list[tuple[str, elf.ElfFacts]]:
+    def elves(self) -> list[tuple[str, ElfFacts]]:
         """Every ELF regular file in the overlay, sorted by path."""
         out = []
         for path, node in self.overlay.nodes.items():

@@ -15,7 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from elftools.elf.dynamic import DynamicSegment
 from elftools.elf.elffile import ELFFile
+from elftools.elf.segments import InterpSegment
 
 MAGIC = b"\x7fELF"
 
@@ -128,10 +130,19 @@ def clear_cache() -> None:
     _CACHE.clear()
 
 
+# Dynamic tags whose value is a string, and the attribute pyelftools gives it.
+_STRING_TAGS = {"DT_SONAME": "soname", "DT_RPATH": "rpath", "DT_RUNPATH": "runpath"}
+
+
+def _tag_string(tag: Any, attribute: str) -> str:
+    """The string value of a dynamic tag (pyelftools sets these attributes at run time)."""
+    return str(getattr(tag, attribute))
+
+
 def _parse(path: Path) -> ElfFacts | None:
     global PARSES
     try:
-        fh = open(path, "rb")
+        fh = open(path, "rb")  # noqa: SIM115 - closed by the with below; open may fail alone
     except OSError:
         return None
     with fh:
@@ -155,19 +166,15 @@ def _read(elf: ELFFile) -> ElfFacts:
     needed: list[str] = []
     for seg in elf.iter_segments():
         kind = seg["p_type"]
-        if kind == "PT_INTERP":
+        if kind == "PT_INTERP" and isinstance(seg, InterpSegment):
             out["interp"] = seg.get_interp_name()
-        elif kind == "PT_DYNAMIC":
+        elif kind == "PT_DYNAMIC" and isinstance(seg, DynamicSegment):
             for tag in seg.iter_tags():
                 name = tag.entry.d_tag
                 if name == "DT_NEEDED":
-                    needed.append(tag.needed)
-                elif name == "DT_SONAME":
-                    out["soname"] = tag.soname
-                elif name == "DT_RPATH":
-                    out["rpath"] = tag.rpath
-                elif name == "DT_RUNPATH":
-                    out["runpath"] = tag.runpath
+                    needed.append(_tag_string(tag, "needed"))
+                elif name in _STRING_TAGS:
+                    out[_STRING_TAGS[name]] = _tag_string(tag, _STRING_TAGS[name])
                 elif name == "DT_FLAGS_1":
                     out["flags_1"] = int(tag.entry.d_val)
     out["needed"] = tuple(needed)

@@ -111,7 +111,7 @@ def _cstr(data: bytes, offset: int) -> str:
 
 
 def _parse_new(data: bytes, start: int) -> tuple[CacheEntry, ...]:
-    magic, version, nlibs, _len_strings, flags, _pad, ext_offset = NEW_HEADER.unpack_from(
+    _magic, version, nlibs, _len_strings, flags, _pad, ext_offset = NEW_HEADER.unpack_from(
         data, start
     )
     if version != VERSION_NEW:

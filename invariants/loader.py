@@ -209,7 +209,7 @@ class Loader:
                     continue
                 subs = {"ORIGIN": origin or "", "LIB": self.search.lib,
                         "PLATFORM": self.search.platform}
-                item = _DST.sub(lambda m: subs[m.group(1) or m.group(2)], item)
+                item = _DST.sub(lambda m, subs=subs: subs[m.group(1) or m.group(2)], item)
             if not item.startswith("/"):
                 continue  # relative to the working directory: not modelled
             if len(item) > 1:

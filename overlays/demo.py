@@ -16,7 +16,6 @@ import shutil
 from pathlib import Path
 
 from fexstack import atomic
-from fexstack.paths import PROJECT_ROOT
 from fexstack.factory import (
     Factory,
     File,
@@ -26,6 +25,7 @@ from fexstack.factory import (
     glibc_package,
     write_kiwi_packages,
 )
+from fexstack.paths import PROJECT_ROOT
 
 SOURCES = PROJECT_ROOT / "demo"
 GLIBC_VERSION = "2.99"
@@ -47,7 +47,13 @@ def base_packages() -> list[Package]:
             "ncurses-libs",
             version="6.5",
             summary="terminfo library for bash",
-            contents=(File("/usr/lib64/libtinfo.so.6", _host_file("/lib/x86_64-linux-gnu/libtinfo.so.6"), 0o755),),
+            contents=(
+                File(
+                    "/usr/lib64/libtinfo.so.6",
+                    _host_file("/lib/x86_64-linux-gnu/libtinfo.so.6"),
+                    0o755,
+                ),
+            ),
         ),
         Package(
             "bash",

@@ -45,9 +45,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fexstack import atomic, command
+from fexstack.digest import sha256_file
 from fexstack.errors import FexstackError, ImageError
 from overlays import readback, validator
-from fexstack.digest import sha256_file
 from overlays.readback import Entry
 
 MKFS = "mkfs.erofs"

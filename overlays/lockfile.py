@@ -153,9 +153,12 @@ def read(path: Path) -> Lock:
     try:
         doc = tomllib.loads(path.read_text())
     except FileNotFoundError as exc:
-        raise LockError(f"{path}: no lock file", f"run: doit lock:{path.name.split('.')[0]}") from exc
+        stack = path.name.split(".")[0]
+        raise LockError(f"{path}: no lock file", f"run: doit lock:{stack}") from exc
     except tomllib.TOMLDecodeError as exc:
-        raise LockError(f"{path}: not valid TOML: {exc}", "re-create it with doit lock:<name>") from exc
+        raise LockError(
+            f"{path}: not valid TOML: {exc}", "re-create it with doit lock:<name>"
+        ) from exc
     try:
         head = doc["lock"]
         if head["format"] != FORMAT:

@@ -18,9 +18,9 @@ import jsonschema
 
 import fexstack
 from fexstack import command, jsonio
+from fexstack.digest import sha256_bytes, sha256_file
 from fexstack.errors import ImageError
 from overlays import lockfile
-from fexstack.digest import sha256_bytes, sha256_file
 from overlays.image import MKFS, ImageInfo
 from overlays.lockfile import Lock
 from overlays.readback import FSCK, differences, list_tree

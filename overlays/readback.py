@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from fexstack import atomic, command
-from fexstack.errors import FexstackError, ImageError
 from fexstack.digest import sha256_file
+from fexstack.errors import FexstackError, ImageError
 
 FSCK = "fsck.erofs"
 SHOWN_DIFFERENCES = 10

@@ -286,7 +286,7 @@ def _translate(err: jsonschema.ValidationError, header_depth: int) -> list[Probl
     if kind == "type":
         types = err.validator_value
         types = types if isinstance(types, list) else [types]
-        expected = " or ".join(_TOML_TYPES.get(t, t) for t in types)
+        expected = " or ".join(str(_TOML_TYPES.get(t, t)) for t in types)
         hint = None
         number = isinstance(value, int | float) and not isinstance(value, bool)
         if "string" in types and number and path and isinstance(path[-1], str):

@@ -13,8 +13,8 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from fexstack.errors import ImageError
 from fexstack.digest import sha256_file
+from fexstack.errors import ImageError
 
 MAGIC = 0xE0F5E1E2
 SUPERBLOCK_OFFSET = 1024

@@ -110,7 +110,9 @@ def create(
             except FileExistsError:
                 n += 1
                 if n > 1000:
-                    raise RunError(f"cannot create an evidence directory in {parent}", None)
+                    raise RunError(
+                        f"cannot create an evidence directory in {parent}", None
+                    ) from None
                 folder = parent / f"{stamp}-{n}"
     ev = Evidence(folder)
     ev.log.write_bytes(b"")

@@ -337,10 +337,7 @@ def run_app(
     cold starts). ``ready``: a regular expression; once it appears in the output the
     launch phase ends, the app is stopped and the run is PASS (start-up benchmarks).
     """
-    if isinstance(target, Stack):
-        profile = from_stack(target, deps=deps, compat=compat)
-    else:
-        profile = target
+    profile = from_stack(target, deps=deps, compat=compat) if isinstance(target, Stack) else target
     profile = profile.with_overrides(
         gpu_mode=gpu_mode, timeout_seconds=timeout_seconds, backend=backend
     )

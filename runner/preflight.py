@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from fexstack import command, jsonio
-from fexstack.errors import FexstackError, ToolError
 from fexstack.digest import sha256_file
+from fexstack.errors import FexstackError, ToolError
 from overlays.validator import validate_image
 from runner import hostinfo
 from runner.muvm import MAX_IMAGES

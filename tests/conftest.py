@@ -33,7 +33,9 @@ def privileged() -> None:
 
 
 @pytest.fixture(autouse=True)
-def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+def _isolated_cache(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Point fexstack's cache at a per-session temp folder, never the user's."""
     cache = tmp_path_factory.getbasetemp() / "fexstack-cache"
     monkeypatch.setenv("FEXSTACK_CACHE", str(cache))

@@ -15,10 +15,10 @@ import pytest
 
 from fexstack import jsonio
 from fexstack.errors import FetchError
+from fexstack.factory import Factory, File, GpgKey, Package
 from overlays import fetch
 from overlays.stack import Repo
 from tests.craft_rpm import lock_of, locked
-from fexstack.factory import Factory, File, GpgKey, Package
 
 FAST = {"tries": 3, "backoff": 0.01, "timeout": 5.0}
 REPOS = {"test": Repo(id="test", baseurl=("http://127.0.0.1/",))}

@@ -11,13 +11,12 @@ import pytest
 
 from fexstack import jsonio
 from fexstack.errors import CheckError
+from fexstack.factory import Executable, Factory, File, Library, Package, Symlink, glibc_package
 from invariants import compat, elf
 from invariants.check import check_tree
 from invariants.report import Report, raise_on_failure, write_report
 from invariants.view import Layer
 from overlays.stack import ElfAllowance, Waiver
-from fexstack.factory import Executable, Factory, File, Library, Package, Symlink
-from fexstack.factory import glibc_package
 from tests.test_invariants_support import base_layer, fedora_base, stage
 
 

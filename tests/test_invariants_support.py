@@ -6,8 +6,8 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from fexstack import command
-from invariants.view import Layer
 from fexstack.factory import Factory, Package, base_tree, glibc_package
+from invariants.view import Layer
 
 _BASES: dict[tuple[str, bool], Path] = {}
 

@@ -106,7 +106,7 @@ def test_timeout_kills_the_guest_and_still_reports(
 
 def hold_vm_lock(runtime_dir: Path):  # type: ignore[no-untyped-def]
     """Pretend a muvm VM runs: hold the flock of muvm.lock like a running muvm does."""
-    fh = open(runtime_dir / "muvm.lock", "wb")
+    fh = open(runtime_dir / "muvm.lock", "wb")  # noqa: SIM115 - the caller closes it
     fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
     return fh
 

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from fexstack import command
+from fexstack.factory import Executable, Factory, Library
 from invariants import compat
 from invariants.check import check_tree
 from invariants.view import Layer
-from fexstack.factory import Executable, Factory, Library
 from tests.test_invariants_support import base_layer, fedora_base
 
 LDSO = "/usr/lib64/ld-linux-x86-64.so.2"

@@ -18,12 +18,12 @@ import pytest
 
 from fexstack import jsonio
 from fexstack.errors import FexstackError, LockError
-from overlays import lockfile, locking, why
-from overlays.lockfile import Reason
-from overlays.stack import Stack, load_stack
 from fexstack.factory.base import glibc_package, write_kiwi_packages
 from fexstack.factory.factory import Factory
 from fexstack.factory.spec import File, Library, Package
+from overlays import lockfile, locking, why
+from overlays.lockfile import Reason
+from overlays.stack import Stack, load_stack
 
 GLIBC = glibc_package("2.99")
 GLIBC3 = glibc_package("3.0")

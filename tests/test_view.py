@@ -7,9 +7,9 @@ import struct
 from pathlib import Path
 
 from fexstack import command
+from fexstack.factory import Factory, Library
 from invariants import ldcache, view
 from invariants.view import Layer, View
-from fexstack.factory import Factory, Library
 from tests.test_invariants_support import fedora_base
 
 
