@@ -241,6 +241,17 @@ def check_runtime_dir(env: Mapping[str, str], private_runtime: bool) -> tuple[Ch
     ), False
 
 
+# What to do about a missing image, by its role: fexstack builds only compat and deps.
+MISSING_IMAGE_HINTS = {
+    "base": "install Fedora's FEX RootFS (dnf install fex-emu-rootfs-fedora), or point "
+    "[base].image of the stack's base at an EROFS image",
+    "gpu": "install the Mesa overlay (dnf install mesa-fex-emu-overlay-x86_64), or remove it "
+    "from [base].overlays",
+    "compat": "build it: doit compat:<base> (doit overlay:<name> builds it too)",
+    "deps": "build it: doit overlay:{name}",
+}
+
+
 def _image_check(layer: Layer, backend: str, hashes: dict[Path, str]) -> Check:
     name = f"image:{layer.role}:{layer.name}"
     path = layer.path
@@ -256,7 +267,8 @@ def _image_check(layer: Layer, backend: str, hashes: dict[Path, str]) -> Check:
     try:
         checked = validate_image(path)
     except FexstackError as exc:
-        return Check(name, FAIL, exc.message, exc.hint)
+        hint = MISSING_IMAGE_HINTS.get(layer.role) if not path.exists() else None
+        return Check(name, FAIL, exc.message, (hint or exc.hint or "").format(name=layer.name))
     hashes[path] = checked.sha256
     return Check(
         name, OK, f"{path}: EROFS, {checked.block_size}-byte blocks, sha256 {checked.sha256[:12]}"

@@ -118,6 +118,25 @@ def test_run_checks_flags_missing_muvm_and_bad_images(tmp_path: Path) -> None:
     assert "not an EROFS image" in base_check.detail
 
 
+def test_missing_images_say_who_provides_them(tmp_path: Path) -> None:
+    profile = build_profile(
+        "x",
+        base=tmp_path / "no-rootfs.erofs",
+        gpu=[tmp_path / "no-mesa.erofs"],
+        deps=[("app", tmp_path / "no-app.erofs", None)],
+        muvm=FAKE_MUVM,
+        backend="muvm",
+    )
+    result = preflight.run_checks(
+        profile, host=host(), env={"XDG_RUNTIME_DIR": str(tmp_path)}, home=tmp_path
+    )
+    images = [c for c in result.failed if c.name.startswith("image:")]
+    hints = {c.name.split(":")[1]: c.hint or "" for c in images}
+    assert "fex-emu-rootfs-fedora" in hints["base"]
+    assert "mesa-fex-emu-overlay-x86_64" in hints["gpu"]
+    assert "doit overlay:app" in hints["deps"]
+
+
 def test_directory_base_only_for_native(tmp_path: Path) -> None:
     profile = build_profile("x", base=tmp_path, gpu=[], muvm=FAKE_MUVM, backend="muvm")
     checks = preflight.run_checks(profile, host=host("0.7.1", ("/usr/bin/FEX",)),
