@@ -1,0 +1,73 @@
+"""The build benchmark keeps working: the scale generator and every measurement run on the
+small scale, once each. Nothing here looks at how long anything took."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from benchmarks import build_bench, scale
+
+
+def test_plan_is_deterministic_and_a_dag() -> None:
+    medium = scale.SCALES["medium"]
+    needs = scale.plan_dag(medium)
+    assert needs == scale.plan_dag(medium)
+    assert len(needs) == medium.packages
+    assert all(dep < index for index, deps in enumerate(needs) for dep in deps)
+    seeds, spare = scale.plan_seeds(needs)
+    assert spare and seeds and not set(seeds) & set(spare)
+    # the seeds pull most of the repository, not all of it
+    pulled = scale.closure(seeds, needs)
+    assert 0.8 * medium.packages <= len(pulled) < medium.packages
+
+
+def test_data_is_compressible_but_not_trivially() -> None:
+    import random
+    import zlib
+
+    vocabulary = scale._vocabulary(scale.SCALES["small"])
+    data = scale.data_bytes(random.Random(7), 200_000, vocabulary)
+    assert len(data) == 200_000
+    ratio = len(data) / len(zlib.compress(data, 6))
+    assert 1.5 < ratio < 6
+
+
+def test_ratios_and_targets() -> None:
+    got = build_bench.ratios(
+        {"noop": 1.0, "list": 1.0, "cold": 10.0, "add_seed": 2.0, "baseline": 5.0, "floor": 4.0}
+    )
+    assert got["noop_vs_list"] == {"ratio": 1.0, "limit": 2.0, "met": True}
+    assert got["add_seed_vs_cold"]["met"] is True
+    assert got["cold_vs_baseline"] == {"ratio": 2.0, "limit": 0.8, "met": False}
+    assert got["cold_vs_floor"]["ratio"] == 2.5
+
+
+def test_small_benchmark_runs(tmp_path: Path, privileged: None) -> None:
+    generated = scale.generate(scale.SCALES["small"], cache=tmp_path / "cache")
+    again = scale.generate(scale.SCALES["small"], cache=tmp_path / "cache")
+    assert again == generated  # cached: the second call builds nothing
+    assert generated.stats["packages"] == scale.SCALES["small"].packages
+    assert generated.base_rpms and all(p.is_file() for p in generated.base_rpms)
+
+    doc = build_bench.run_benchmark(
+        scale.SCALES["small"],
+        cold_runs=1,
+        quick_runs=1,
+        workdir=tmp_path / "work",
+        cache_dir=tmp_path / "cache",
+        profile=tmp_path / "profile",
+        settle_seconds=0,
+    )
+    json.dumps(doc)  # the results document is JSON
+    assert set(doc["figures"]) == {*build_bench.FEXSTACK_SCENARIOS, "baseline", "floor"}
+    assert all(len(f["runs"]) == 1 for f in doc["figures"].values())
+    assert set(doc["ratios"]) == set(build_bench.TARGETS)
+    assert "image:bench" in doc["figures"]["cold"]["tasks_median"]
+    # the three contenders built the same tree
+    files = doc["fexstack_tree"]["files"]
+    assert doc["baseline_tree"]["files"] == files == doc["floor_tree"]["files"]
+    assert doc["machine"]["cores"] >= 1
+    assert doc["settle_seconds"] == 0
+    assert Path(doc["profiles"]["cold"]).is_file()
+    print(build_bench.render(doc))
