@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -39,9 +40,20 @@ def validate(obj: Any, schema_name: str) -> None:
     jsonschema.Draft202012Validator(schema(schema_name)).validate(obj)
 
 
-def write(path: Path, obj: Any, schema_name: str | None = None) -> None:
-    """Validate (when a schema is named) and write ``obj`` atomically as sorted JSON."""
-    if schema_name is not None:
+def validating_bulk() -> bool:
+    """Whether bulk documents are validated too (``FEXSTACK_VALIDATE=1``; the tests set it)."""
+    return os.environ.get("FEXSTACK_VALIDATE", "") == "1"
+
+
+def write(path: Path, obj: Any, schema_name: str | None = None, *, bulk: bool = False) -> None:
+    """Validate (when a schema is named) and write ``obj`` atomically as sorted JSON.
+
+    ``bulk`` marks a document whose size grows with the number of files in a tree (an
+    extracted package's file list, owners.json, a manifest): validating 30,000 entries
+    with jsonschema costs seconds per build, so those are validated only when
+    :func:`validating_bulk` (always in the test suite, where every writer is exercised).
+    """
+    if schema_name is not None and (not bulk or validating_bulk()):
         validate(obj, schema_name)
     atomic.write_text(path, dumps(obj))
 
