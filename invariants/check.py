@@ -30,11 +30,16 @@ def check_tree(
     lib_dirs: Sequence[str] = DEFAULT_LIB_DIRS,
     hwcaps: Sequence[str] = FEX_HWCAPS,
     name: str | None = None,
+    digests: Mapping[str, tuple[str, int]] | None = None,
 ) -> Report:
     """Check ``tree`` (a staged overlay) placed on top of ``view_layers`` (muvm order:
     base, gpu overlays, compat, earlier deps overlays).
 
     ``owners`` maps absolute paths of the tree to the package that brought them.
+    ``digests`` maps paths of the tree to (sha256, size) as the stage step recorded them
+    (the extraction cache's meta.json): ELF facts of those contents come from the
+    persistent cache without opening the file. A file whose size differs, or whose mtime
+    is not the stage step's 0, was written since: it is read (and hashed) as if unknown.
     """
     if stack_class not in registry.CLASSES:
         raise CheckError(f"unknown artifact class {stack_class!r}",
@@ -50,6 +55,7 @@ def check_tree(
         search=Search(lib_dirs=tuple(lib_dirs), ld_library_path=tuple(ld_library_path),
                       hwcaps=tuple(hwcaps)),
         allow_elf=tuple(allow_elf), allow_32bit=allow_32bit, layers=tuple(view_layers),
+        digests=digests or {},
     )
     used: set[int] = set()
     used_allow: set[str] = set()
@@ -87,6 +93,7 @@ def check_tree(
     for allow in allow_elf:
         if not any(fnmatch.fnmatchcase(p, allow.path) for p in used_allow):
             warnings.append(f"allow_elf {allow.path} accounts for no ELF file: {allow.reason}")
+    elf.flush()
     return Report(
         tree=str(tree),
         stack_class=stack_class,

@@ -15,6 +15,9 @@ from invariants.view import Layer, Tree, View
 from overlays.stack import ElfAllowance
 
 EXEC_DIRS = ("/bin", "/sbin", "/usr/bin", "/usr/sbin")
+# Every file the stage step writes (hardlinked from the extraction cache, or copied) has
+# mtime 0: a staged file with another mtime was written since and its digest is unknown.
+STAGED_MTIME_NS = 0
 
 
 @dataclass(frozen=True)
@@ -50,27 +53,48 @@ class CheckContext:
     allow_32bit: bool = False
     layers: Sequence[Layer] = ()
     extra: dict[str, Any] = field(default_factory=dict)  # facts invariants leave for the report
+    # path -> (sha256, size) of the overlay's files as the stage step recorded them
+    digests: Mapping[str, tuple[str, int]] = field(default_factory=dict)
     _loader: Loader | None = None
+    _facts: dict[str, ElfFacts] | None = None
+    _elves: list[tuple[str, ElfFacts]] | None = None
 
     def package(self, path: str) -> str | None:
         return self.owners.get(path)
 
     def elf(self, path: str) -> ElfFacts | None:
         """Facts of the overlay's regular file at ``path`` (None: not ELF, or not a file)."""
-        node = self.overlay.nodes.get(path)
-        if node is None or node.kind != "file":
-            return None
-        return elf.facts(node.source)
+        return self._all_facts().get(path)
 
     def elves(self) -> list[tuple[str, ElfFacts]]:
         """Every ELF regular file in the overlay, sorted by path."""
-        out = []
-        for path, node in self.overlay.nodes.items():
-            if node.kind == "file":
-                facts = elf.facts(node.source)
+        if self._elves is None:
+            self._elves = sorted(self._all_facts().items())
+        return list(self._elves)
+
+    def known_digest(self, path: str) -> str | None:
+        """The recorded sha256 of the overlay's file at ``path`` when the file still has
+        the recorded size and the stage step's mtime, else None."""
+        recorded = self.digests.get(path)
+        key = self.overlay.keys.get(path)
+        if recorded is None or key is None:
+            return None
+        sha256, size = recorded
+        return sha256 if key[2] == size and key[3] == STAGED_MTIME_NS else None
+
+    def _all_facts(self) -> dict[str, ElfFacts]:
+        """Facts of every ELF file of the overlay, read once (stored facts fetched at once)."""
+        if self._facts is None:
+            files = [(p, n) for p, n in self.overlay.nodes.items() if n.kind == "file"]
+            known = {p: d for p, _ in files if (d := self.known_digest(p)) is not None}
+            elf.preload(known.values())
+            out: dict[str, ElfFacts] = {}
+            for path, node in files:
+                facts = elf.facts(node.source, known.get(path), self.overlay.keys.get(path))
                 if facts is not None:
-                    out.append((path, facts))
-        return out
+                    out[path] = facts
+            self._facts = out
+        return self._facts
 
     def allowance(self, path: str) -> ElfAllowance | None:
         for allow in self.allow_elf:

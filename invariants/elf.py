@@ -2,22 +2,45 @@
 
 :func:`facts` returns what the invariants and the loader model need from one file: class,
 machine, type, PT_INTERP, DT_NEEDED, DT_SONAME, DT_RPATH, DT_RUNPATH, DT_FLAGS_1 and the x86
-ISA bits of ``.note.gnu.property``. Results are cached by the file's identity (device,
-inode, size, mtime), so several invariants asking about one file parse it once; ``PARSES``
-counts the real parses. A file that starts like ELF but cannot be parsed yields facts with
-``error`` set, never an exception.
+ISA bits of ``.note.gnu.property``. A file that starts like ELF but cannot be parsed yields
+facts with ``error`` set, never an exception. ``PARSES`` counts the real parses.
+
+Two caches keep parsing to once per content:
+
+- in this process, by the file's identity (device, inode, size, mtime), so several
+  invariants asking about one file stat it and nothing more;
+- across runs, ``cache_dir()/elf-facts.sqlite``: facts by the content's sha256 (``None``
+  rows: "not ELF"). The digest is computed (only for files that start with the ELF magic:
+  hashing is far cheaper than parsing) unless the caller knows it, e.g. the stage step's
+  record of a staged file (see :func:`invariants.check.check_tree`); then even the "not ELF"
+  answer comes from the cache and the file is not opened at all. New rows are written by
+  :func:`flush` (the check step calls it; also at exit), one transaction, so concurrent
+  checks never see half a write; a row that does not decode is treated as missing.
 """
 
 from __future__ import annotations
 
+import atexit
+import dataclasses
+import hashlib
+import io
+import json
+import logging
 import os
+import sqlite3
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import elftools
 from elftools.elf.dynamic import DynamicSegment
 from elftools.elf.elffile import ELFFile
 from elftools.elf.segments import InterpSegment
+
+from fexstack import paths
+
+log = logging.getLogger("fexstack.elf")
 
 MAGIC = b"\x7fELF"
 
@@ -36,7 +59,19 @@ DF_1_NODEFLIB = 0x800
 
 PARSES = 0  # real parses done by this process (tests assert "once per file")
 
-_CACHE: dict[tuple[int, int, int, int], ElfFacts | None] = {}
+StatKey = tuple[int, int, int, int]  # st_dev, st_ino, st_size, st_mtime_ns
+STORE = "elf-facts.sqlite"
+# Bump when ElfFacts or the parse changes: rows of another version (or parsed by another
+# pyelftools) are never handed back.
+FACTS_VERSION = 1
+_BATCH = 500  # digests per SELECT
+_VERSION = f"{FACTS_VERSION}/pyelftools-{elftools.__version__}"
+
+_CACHE: dict[StatKey, ElfFacts | None] = {}
+_BY_SHA: dict[str, ElfFacts | None] = {}  # persistent rows seen (or made) by this process
+# Per store (the cache folder may change within a process, e.g. in tests):
+_PENDING: dict[Path, dict[str, ElfFacts | None]] = {}  # parsed here, not yet written
+_ASKED: dict[Path, set[str]] = {}  # digests already looked up
 
 
 @dataclass(frozen=True)
@@ -102,32 +137,188 @@ def isa_name(bits: int) -> str | None:
 
 def is_elf(path: Path) -> bool:
     """True when ``path`` is a regular file starting with the ELF magic (no parse)."""
-    try:
-        with open(path, "rb") as fh:
-            return fh.read(4) == MAGIC
-    except OSError:
+    fh = _open_elf(path)
+    if fh is None:
         return False
+    fh.close()
+    return True
 
 
-def facts(path: Path) -> ElfFacts | None:
+def stat_key(st: os.stat_result) -> StatKey:
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def facts(path: Path, sha256: str | None = None, key: StatKey | None = None) -> ElfFacts | None:
     """The facts of the regular file at ``path``, None when it is not ELF at all.
 
     Symlinks are followed (callers pass files, or a symlink resolved on purpose).
+    ``sha256``: the file's content digest when the caller knows it for sure (it is not
+    recomputed); ``key``: the file's :func:`stat_key` when the caller has just taken it.
     """
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    if key is None:
+        try:
+            key = stat_key(os.stat(path))
+        except OSError:
+            return None
     if key in _CACHE:
         return _CACHE[key]
-    result = _parse(path)
+    result = _by_digest(path, sha256) if sha256 is not None else _by_content(path)
     _CACHE[key] = result
     return result
 
 
+def preload(digests: Iterable[str]) -> None:
+    """Fetch the stored facts of these contents in a few queries (before many facts())."""
+    store = _store_path()
+    asked = _ASKED.setdefault(store, set())
+    wanted = sorted({d for d in digests if d not in _BY_SHA and d not in asked})
+    if not wanted:
+        return
+    asked.update(wanted)
+    db = _connect(store, create=False)
+    if db is None:
+        return
+    try:
+        for start in range(0, len(wanted), _BATCH):
+            chunk = wanted[start:start + _BATCH]
+            marks = ",".join("?" * len(chunk))
+            rows = db.execute(
+                f"SELECT sha256, facts FROM facts WHERE version = ? AND sha256 IN ({marks})",
+                (_VERSION, *chunk),
+            ).fetchall()
+            for sha, text in rows:
+                _remember(str(sha), text)
+    except sqlite3.Error as exc:
+        log.warning("ELF facts cache %s unreadable (%s); parsing instead", store, exc)
+    finally:
+        db.close()
+
+
+def flush() -> None:
+    """Write the facts parsed since the last flush to the persistent store they were
+    looked up in (one transaction: a concurrent reader sees all of them or none)."""
+    while _PENDING:
+        store, pending = _PENDING.popitem()
+        rows = [(sha, _VERSION, _encode(f)) for sha, f in sorted(pending.items())]
+        db = _connect(store, create=True)
+        if db is None:
+            continue
+        try:
+            with db:
+                db.executemany(
+                    "INSERT OR REPLACE INTO facts (sha256, version, facts) VALUES (?, ?, ?)",
+                    rows,
+                )
+        except sqlite3.Error as exc:
+            log.warning("ELF facts cache %s not written (%s)", store, exc)
+        finally:
+            db.close()
+
+
 def clear_cache() -> None:
+    """Forget what this process knows (the persistent store stays; pending rows are kept
+    for the next :func:`flush`)."""
     _CACHE.clear()
+    _BY_SHA.clear()
+    _ASKED.clear()
+
+
+atexit.register(flush)
+
+
+def _by_digest(path: Path, sha256: str) -> ElfFacts | None:
+    if sha256 not in _BY_SHA:
+        preload([sha256])
+    if sha256 in _BY_SHA:
+        return _BY_SHA[sha256]
+    result = _parse(path)
+    _learn(sha256, result)
+    return result
+
+
+def _by_content(path: Path) -> ElfFacts | None:
+    """Only files with the ELF magic are hashed, then looked up, then parsed."""
+    fh = _open_elf(path)
+    if fh is None:
+        return None
+    with fh:
+        sha256 = hashlib.file_digest(fh, "sha256").hexdigest()
+        preload([sha256])
+        if sha256 in _BY_SHA:
+            return _BY_SHA[sha256]
+        fh.seek(0)
+        result = _parse_open(fh)
+    _learn(sha256, result)
+    return result
+
+
+def _learn(sha256: str, result: ElfFacts | None) -> None:
+    """Remember a parse; facts with ``error`` are not stored (rare, and an error that came
+    from this code rather than the file must not outlive the fix)."""
+    _BY_SHA[sha256] = result
+    if result is None or result.error is None:
+        _PENDING.setdefault(_store_path(), {})[sha256] = result
+
+
+def _encode(result: ElfFacts | None) -> str | None:
+    return None if result is None else json.dumps(dataclasses.asdict(result), sort_keys=True)
+
+
+def _remember(sha256: str, text: str | None) -> None:
+    """Take a stored row into memory; one that does not decode is left out (a miss)."""
+    if text is None:
+        _BY_SHA[sha256] = None
+        return
+    try:
+        data = json.loads(text)
+        data["needed"] = tuple(data["needed"])
+        loaded = ElfFacts(**data)
+    except (ValueError, TypeError, KeyError):
+        return
+    if all(_well_typed(getattr(loaded, f.name), f.default) for f in _FIELDS) and all(
+        isinstance(n, str) for n in loaded.needed
+    ):
+        _BY_SHA[sha256] = loaded
+
+
+_FIELDS = dataclasses.fields(ElfFacts)
+
+
+def _well_typed(value: object, default: object) -> bool:
+    if default is None:
+        return value is None or isinstance(value, str)
+    return type(value) is type(default)
+
+
+_STORE_PATHS: dict[tuple[str | None, ...], Path] = {}
+
+
+def _store_path() -> Path:
+    """``cache_dir()/elf-facts.sqlite``, remembered per environment (asked per file)."""
+    env = tuple(os.environ.get(k) for k in ("FEXSTACK_CACHE", "XDG_CACHE_HOME", "HOME"))
+    path = _STORE_PATHS.get(env)
+    if path is None:
+        path = _STORE_PATHS[env] = paths.cache_dir() / STORE
+    return path
+
+
+def _connect(path: Path, create: bool) -> sqlite3.Connection | None:
+    """The store at ``path`` (None when it does not exist and ``create`` is False, or
+    cannot be opened: the cache is an optimisation, never a reason to fail a check)."""
+    if not create and not path.exists():
+        return None
+    db: sqlite3.Connection | None = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(path, timeout=60)
+        db.execute("CREATE TABLE IF NOT EXISTS facts (sha256 TEXT PRIMARY KEY, "
+                   "version TEXT NOT NULL, facts TEXT)")
+    except (OSError, sqlite3.Error) as exc:
+        log.warning("ELF facts cache %s unusable (%s)", path, exc)
+        if db is not None:
+            db.close()
+        return None
+    return db
 
 
 # Dynamic tags whose value is a string, and the attribute pyelftools gives it.
@@ -140,20 +331,37 @@ def _tag_string(tag: Any, attribute: str) -> str:
 
 
 def _parse(path: Path) -> ElfFacts | None:
-    global PARSES
-    try:
-        fh = open(path, "rb")  # noqa: SIM115 - closed by the with below; open may fail alone
-    except OSError:
+    fh = _open_elf(path)
+    if fh is None:
         return None
     with fh:
-        if fh.read(4) != MAGIC:
+        return _parse_open(fh)
+
+
+def _open_elf(path: Path) -> io.BufferedReader | None:
+    """``path`` opened for reading when it starts with the ELF magic, else None (the
+    magic is read unbuffered: most files are not ELF, and a buffered read fetches 128 KiB)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        if os.pread(fd, 4, 0) != MAGIC:
+            os.close(fd)
             return None
-        fh.seek(0)
-        PARSES += 1
-        try:
-            return _read(ELFFile(fh))
-        except Exception as exc:  # pyelftools raises many kinds on malformed input
-            return ElfFacts(error=f"{type(exc).__name__}: {exc}".strip())
+    except OSError:
+        os.close(fd)
+        return None
+    return os.fdopen(fd, "rb")
+
+
+def _parse_open(fh: io.BufferedReader) -> ElfFacts:
+    global PARSES
+    PARSES += 1
+    try:
+        return _read(ELFFile(fh))
+    except Exception as exc:  # pyelftools raises many kinds on malformed input
+        return ElfFacts(error=f"{type(exc).__name__}: {exc}".strip())
 
 
 def _read(elf: ELFFile) -> ElfFacts:

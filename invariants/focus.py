@@ -16,6 +16,7 @@ HINT = ("a deps overlay carries libraries only: an executable here would shadow 
 
 def check(ctx: CheckContext) -> list[Finding]:
     out: list[Finding] = []
+    via_of: dict[str, str | None] = {}  # parent folder -> the executable dir it resolves into
     for path, node in ctx.overlay.nodes.items():
         package = ctx.package(path)
         in_dir = under(path, EXEC_DIRS)
@@ -25,8 +26,10 @@ def check(ctx: CheckContext) -> list[Finding]:
         if in_dir is None:
             # /bin itself as a directory hides the base's /bin -> usr/bin (caught by
             # precedence); a path under a resolved executable directory is caught here.
-            parent = ctx.view.resolve(posixpath.dirname(path)).path
-            via = under(parent, EXEC_DIRS)
+            folder = posixpath.dirname(path)
+            if folder not in via_of:
+                via_of[folder] = under(ctx.view.resolve(folder).path, EXEC_DIRS)
+            via = via_of[folder]
             if via is not None and node.kind != "dir":
                 out.append(Finding(NAME, path, f"{path}: lands in {via} through a symlink",
                                    HINT, package))

@@ -23,7 +23,7 @@ def check(ctx: CheckContext) -> list[Finding]:
         if not facts.is_x86_64 or not facts.is_dynamic or not facts.needed:
             continue
         executable = facts.interp is not None
-        closure = loader.closure(path, main=executable)
+        closure = loader.closure(path, main=executable, direct=not executable)
         resolutions = [r for r in closure.resolutions if executable or r.needed_by == path]
         rows.append({"path": path, "kind": "executable" if executable else "library",
                      "needs": [r.as_json() for r in resolutions]})

@@ -99,12 +99,14 @@ class Loader:
 
     # -- public -----------------------------------------------------------------------------
 
-    def closure(self, path: str, main: bool = True) -> Closure:
+    def closure(self, path: str, main: bool = True, direct: bool = False) -> Closure:
         """Load ``path`` (a view path) and, breadth first, everything it needs.
 
         ``main``: the object is the executable (its RPATH applies to every lookup and its
         origin is its real path); otherwise it is treated like a library opened by an
-        executable that has no RPATH.
+        executable that has no RPATH. ``direct``: stop after the object's own DT_NEEDED
+        entries (breadth first, they are resolved before anything they load is looked at,
+        so their resolutions are those of the whole closure).
         """
         resolved = self.view.resolve(path)
         facts = elf.facts(resolved.node.source) if resolved.node is not None else None
@@ -150,6 +152,8 @@ class Loader:
                 else:
                     missing.add(name)
                 out.append(res)
+            if direct:
+                break
         return Closure(path, tuple(out))
 
     # -- the search -------------------------------------------------------------------------

@@ -2,8 +2,15 @@
 
 A base given as an EROFS image is read without mounting: ``fsck.erofs --extract`` unpacks
 it once into ``cache_dir()/views/<sha256>/tree`` and its index (paths, types, modes, symlink
-targets, each ELF's soname and PT_INTERP, the parsed /etc/ld.so.cache) is kept beside it as
-``index.json``. A base given as a directory is indexed the same way, in memory.
+targets, each ELF's soname and PT_INTERP) is kept beside it as ``index.json``; a layer whose
+root is such an extracted tree is indexed from that file, so a rebuild neither extracts nor
+walks the base again. A base given as a directory is indexed the same way, in memory.
+
+The image's sha256 names its cache folder. Hashing a 1 GB base on every run would cost
+more than the rest of the check, so :func:`sha256_file` remembers digests in
+``cache_dir()/views/digests.json`` by path and (device, inode, size, mtime_ns, ctime_ns):
+the same file, not written since (a write or a metadata change always moves ctime, which
+no tool can set back), is not hashed again.
 
 The merged view stacks layers in muvm's order, the last one winning on a collision;
 directories merge, anything else hides what is below it (and a non-directory hides a
@@ -15,6 +22,7 @@ never leaves the root, and a loop is reported.
 
 from __future__ import annotations
 
+import json
 import os
 import posixpath
 import stat
@@ -60,19 +68,15 @@ class Tree:
     layer: str
     nodes: dict[str, Node]
     _elves: dict[str, dict[str, Any]] | None = field(default=None, repr=False)
+    # regular files' elf.stat_key as the walk saw them (trees walked in this process only)
+    keys: dict[str, elf.StatKey] = field(default_factory=dict, repr=False)
 
     @classmethod
     def from_dir(cls, root: Path, layer: str) -> Tree:
         if not root.is_dir():
             raise CheckError(f"{root} is not a directory", "pass a staged tree or a base image")
-        nodes: dict[str, Node] = {"/": _node(root, os.lstat(root), layer)}
-        for dirpath, dirnames, filenames in os.walk(root):
-            rel = os.path.relpath(dirpath, root)
-            prefix = "/" if rel == "." else "/" + rel.replace(os.sep, "/") + "/"
-            for name in (*dirnames, *filenames):
-                disk = Path(dirpath, name)
-                nodes[prefix + name] = _node(disk, os.lstat(disk), layer)
-        return cls(root, layer, dict(sorted(nodes.items())))
+        cached = _extracted_index(root, layer)
+        return cached if cached is not None else _walk(root, layer)
 
     def elves(self) -> dict[str, dict[str, Any]]:
         """Per ELF file: its soname and PT_INTERP (files only, symlinks not followed)."""
@@ -81,7 +85,7 @@ class Tree:
             for path, node in self.nodes.items():
                 if node.kind != "file":
                     continue
-                facts = elf.facts(node.source)
+                facts = elf.facts(node.source, key=self.keys.get(path))
                 if facts is not None:
                     out[path] = {"soname": facts.soname, "interp": facts.interp,
                                  "arch": facts.arch if facts.error is None else "unparseable"}
@@ -91,6 +95,30 @@ class Tree:
     def sonames(self) -> dict[str, str]:
         """Library path -> DT_SONAME, for every ELF file that has one."""
         return {p: e["soname"] for p, e in self.elves().items() if e.get("soname")}
+
+
+def _walk(root: Path, layer: str) -> Tree:
+    nodes: dict[str, Node] = {"/": _node(root, os.lstat(root), layer)}
+    keys: dict[str, elf.StatKey] = {}
+    pending = [(str(root), "/")]
+    while pending:
+        folder, prefix = pending.pop()
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                path = prefix + entry.name
+                st = entry.stat(follow_symlinks=False)
+                mode = st.st_mode
+                if stat.S_ISDIR(mode):
+                    nodes[path] = Node("dir", stat.S_IMODE(mode), None, Path(entry.path),
+                                       layer)
+                    pending.append((entry.path, path + "/"))
+                elif stat.S_ISREG(mode):
+                    nodes[path] = Node("file", stat.S_IMODE(mode), None, Path(entry.path),
+                                       layer)
+                    keys[path] = elf.stat_key(st)
+                else:
+                    nodes[path] = _node(Path(entry.path), st, layer)
+    return Tree(root, layer, dict(sorted(nodes.items())), keys=keys)
 
 
 def _node(disk: Path, st: os.stat_result, layer: str) -> Node:
@@ -108,16 +136,40 @@ def _node(disk: Path, st: os.stat_result, layer: str) -> Node:
 
 # -- images ---------------------------------------------------------------------------------
 
-_SHA_MEMO: dict[tuple[int, int, int, int], str] = {}
+_SHA_MEMO: dict[tuple[int, int, int, int, int], str] = {}
+DIGESTS = "digests.json"  # under cache_dir()/views: path -> stat identity and sha256
 
 
 def sha256_file(path: Path) -> str:
-    """The sha256 of a file, remembered by (device, inode, size, mtime) in this process."""
+    """The sha256 of a file, remembered by (device, inode, size, mtime_ns, ctime_ns) in
+    this process and, by path, in ``cache_dir()/views/digests.json`` across runs."""
     st = path.stat()
-    key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
-    if key not in _SHA_MEMO:
-        _SHA_MEMO[key] = digest.sha256_file(path)
-    return _SHA_MEMO[key]
+    key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    if key in _SHA_MEMO:
+        return _SHA_MEMO[key]
+    memo_path = paths.cache_dir() / "views" / DIGESTS
+    name = str(path.resolve())
+    memo = _read_digests(memo_path)
+    entry = memo.get(name)
+    if isinstance(entry, dict) and entry.get("stat") == list(key):
+        sha = entry.get("sha256")
+        if isinstance(sha, str) and len(sha) == 64:
+            _SHA_MEMO[key] = sha
+            return sha
+    sha = digest.sha256_file(path)
+    _SHA_MEMO[key] = sha
+    memo = _read_digests(memo_path)  # again: another process may have added entries
+    memo[name] = {"stat": list(key), "sha256": sha}
+    atomic.write_text(memo_path, jsonio.dumps(memo))
+    return sha
+
+
+def _read_digests(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def image_cache(image: Path) -> Path:
@@ -148,22 +200,32 @@ def _tree_from_index(data: dict[str, Any], tree_dir: Path, layer: str) -> Tree:
 
 def index_image(image: Path, layer: str = "base") -> Tree:
     """The index of an EROFS image, from ``index.json`` when this image was seen before."""
-    folder = image_cache(image)
+    return Tree.from_dir(extract_image(image), layer)
+
+
+def _extracted_index(root: Path, layer: str) -> Tree | None:
+    """The index of ``root`` when it is an image's tree in the view cache
+    (``<cache>/views/<sha256>/tree``), from ``index.json`` (written the first time)."""
+    folder = root.parent
+    if root.name != "tree" or folder.parent != paths.cache_dir() / "views":
+        return None
     index_path = folder / "index.json"
-    tree_dir = extract_image(image)
-    if index_path.exists():
+    try:
         data = jsonio.read(index_path)
-        if data.get("version") == INDEX_VERSION:
-            return _tree_from_index(data, tree_dir, layer)
-    tree = Tree.from_dir(tree_dir, layer)
+        if data.get("version") == INDEX_VERSION and data.get("image_sha256") == folder.name:
+            return _tree_from_index(data, root, layer)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        pass
+    tree = _walk(root, layer)
     data = {
         "version": INDEX_VERSION,
-        "image_sha256": sha256_file(image),
+        "image_sha256": folder.name,
         "nodes": {p: {"kind": n.kind, "mode": n.mode, "target": n.target}
                   for p, n in tree.nodes.items()},
         "elves": tree.elves(),
     }
     jsonio.write(index_path, data)
+    elf.flush()
     return tree
 
 
@@ -201,7 +263,10 @@ class Resolved:
 
 
 class View:
-    """Layers merged in muvm's order (the last wins; directories merge)."""
+    """Layers merged in muvm's order (the last wins; directories merge).
+
+    A view does not change once made (:meth:`resolve` remembers its answers).
+    """
 
     def __init__(self, layers: Sequence[Layer], trees: Sequence[Tree] | None = None) -> None:
         self.layers = tuple(layers)
@@ -212,6 +277,7 @@ class View:
         for tree in self.trees:
             self._stack(tree)
         self._ldcache: tuple[Any, ...] | None = None
+        self._resolved: dict[tuple[str, bool], Resolved] = {}
 
     def _stack(self, tree: Tree) -> None:
         merged = self.nodes
@@ -229,6 +295,13 @@ class View:
 
     def resolve(self, path: str, follow_last: bool = True) -> Resolved:
         """Follow symlinks in every component of ``path`` inside the view."""
+        key = (path, follow_last)
+        found = self._resolved.get(key)
+        if found is None:
+            found = self._resolved[key] = self._resolve(path, follow_last)
+        return found
+
+    def _resolve(self, path: str, follow_last: bool) -> Resolved:
         pending = [p for p in reversed(path.split("/")) if p]
         current = "/"
         budget = MAX_SYMLINKS

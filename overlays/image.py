@@ -30,7 +30,9 @@ Folder entries are sorted by mkfs.erofs itself, and its worker threads do not ch
 the output (checked with 1, 2 and 8 workers on erofs-utils 1.9.4).
 
 The image is written under a temp name beside ``out``, checked (superblock, then a full
-read-back compared with the tree) and only then renamed onto ``out``.
+read-back compared with the tree: see :mod:`overlays.readback`) and only then renamed onto
+``out``. The tree is hashed while mkfs.erofs runs, and the image's sha256 is taken while
+it is read back.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ import re
 import stat
 import uuid
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -74,7 +77,7 @@ class ImageInfo:
     mkfs_flags: tuple[str, ...]  # the exact flags; mkfs.erofs is run as MKFS FLAGS IMAGE TREE
     uuid: str
     mkfs_env: Mapping[str, str] = field(default_factory=lambda: dict(MKFS_ENV))
-    # The verified listing of the image's contents (equal to the tree's).
+    # The listing of the image's contents as read back from it (equal to the tree's).
     entries: Mapping[str, Entry] = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -168,18 +171,26 @@ def build_image(
     version = erofs_utils_version()
     with atomic.temp_path(out) as tmp:
         argv = [MKFS, *flags, os.fspath(tmp), os.fspath(tree)]
-        try:
-            command.run(argv, env=MKFS_ENV, timeout=timeout)
-        except FexstackError as exc:
-            raise ImageError(
-                f"{out}: mkfs.erofs failed: {exc.message}",
-                "check free space beside the output and that the staging tree is readable",
-            ) from exc
+        # The tree is listed and hashed while mkfs.erofs (another process) reads it; the
+        # read-back re-scans it afterwards and re-hashes only what changed meanwhile.
+        with ThreadPoolExecutor(1, thread_name_prefix="fexstack-scan") as pool:
+            scanning = pool.submit(readback.scan, tree)
+            try:
+                command.run(argv, env=MKFS_ENV, timeout=timeout)
+            except FexstackError as exc:
+                scanning.cancel()
+                raise ImageError(
+                    f"{out}: mkfs.erofs failed: {exc.message}",
+                    "check free space beside the output and that the staging tree is readable",
+                ) from exc
+            staged = scanning.result()
         sb = validator.read_superblock(tmp)
         if before_readback is not None:
             before_readback(tmp)
-        entries = readback.verify_image(tmp, tree, name=out)
-        digest = sha256_file(tmp)
+        with ThreadPoolExecutor(1, thread_name_prefix="fexstack-digest") as pool:
+            digesting = pool.submit(sha256_file, tmp)
+            entries = readback.verify_image(tmp, tree, staged=staged, name=out)
+            digest = digesting.result()
         size = tmp.stat().st_size
     return ImageInfo(
         path=out,

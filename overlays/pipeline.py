@@ -146,7 +146,6 @@ def compat(project: Project, base_id: str) -> None:
                 lock=None,
                 lock_path=None,
                 base_image_sha256=base_sha,
-                tree=tree,
                 owners={},
                 image=info,
                 invariants_report=None,
@@ -196,10 +195,37 @@ def check(project: Project, name: str) -> None:
         ld_library_path=[p for p in library_path.split(":") if p],
         lib_dirs=stack.base.lib_dirs,
         name=name,
+        digests=staged_digests(project, name, owners),
     )
     write_report(report, project.invariants(name))
     print(report.summary(), file=sys.stderr)
     raise_on_failure(report)
+
+
+def staged_digests(
+    project: Project, name: str, owners: dict[str, str]
+) -> dict[str, tuple[str, int]]:
+    """(sha256, size) of each staged file, from the meta.json of the extraction its owner's
+    RPM was staged from (the check verifies size and mtime before relying on it)."""
+    from fexstack import paths
+    from overlays.extract import extracted_dir
+
+    files: dict[str, dict[str, object]] = {}
+    for pkg in read_lock(project, name).packages:
+        try:
+            meta = jsonio.read(extracted_dir(paths.cache_dir(), pkg.sha256) / "meta.json")
+            if meta.get("rpm_sha256") == pkg.sha256:
+                files[pkg.name] = meta["files"]
+        except (OSError, ValueError, KeyError, AttributeError):
+            continue  # those files are read and hashed by the check instead
+    out: dict[str, tuple[str, int]] = {}
+    for path, package in owners.items():
+        entry = files.get(package, {}).get(path)
+        if isinstance(entry, dict) and entry.get("type") == "file":
+            sha256, size = entry.get("sha256"), entry.get("size")
+            if isinstance(sha256, str) and isinstance(size, int):
+                out[path] = (sha256, size)
+    return out
 
 
 def image(project: Project, name: str) -> None:
@@ -227,7 +253,6 @@ def image(project: Project, name: str) -> None:
             lock=lock_data,
             lock_path=project.lock_path(name),
             base_image_sha256=sha256_file(base) if base.is_file() else None,
-            tree=staging,
             owners=jsonio.read(project.owners(name)),
             image=info,
             invariants_report=project.invariants(name),

@@ -1,29 +1,55 @@
 """Reading an EROFS image back, without mounting it, and comparing it with its tree.
 
 The image is unpacked with ``fsck.erofs --extract`` (which also checks that every file
-decodes) into a scratch folder beside it, both trees are listed the same way, and any
-difference in paths, types, permission bits, sizes, symlink targets or file contents is
-an :class:`~fexstack.errors.ImageError`. Ownership and timestamps are not compared: the
-image makes every file root's and every timestamp 0 on purpose.
+decodes) into a scratch folder, both trees are listed the same way, and any difference in
+paths, types, permission bits, sizes, symlink targets or file contents (sha256 of every
+regular file, on both sides) is an :class:`~fexstack.errors.ImageError`. Ownership and
+timestamps are not compared: the image makes every file root's and every timestamp 0 on
+purpose.
+
+Cost: the scratch folder is in a tmpfs (``$XDG_RUNTIME_DIR``, else ``/dev/shm``) when one
+has room for the unpacked image, since creating 30,000 files on a disk can take many
+seconds; otherwise beside the image. Files are hashed in threads (hashlib and reads
+release the GIL). The staged tree can be scanned while mkfs.erofs runs and re-scanned
+after it (:func:`scan` with ``previous``), re-reading only files whose lstat facts changed.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import hashlib
 import os
 import stat
 import tempfile
-from collections.abc import Iterator, Mapping
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from fexstack import atomic, command
-from fexstack.digest import sha256_file
 from fexstack.errors import FexstackError, ImageError
 
 FSCK = "fsck.erofs"
 SHOWN_DIFFERENCES = 10
+# Hashing threads: reads and sha256 release the GIL; more than 4 gains nothing here.
+HASH_JOBS = max(1, min(4, os.cpu_count() or 1))
+HASH_BATCH = 64  # files per task handed to a hashing thread
+SMALL_FILE = 1 << 20  # files up to this size are read in one call
+# A file whose ctime is this close to (or after) the start of the scan that hashed it is
+# hashed again by a re-scan: a change in the same clock tick could leave its lstat equal.
+RACY_NS = 1_000_000_000
+# RAM-backed folders for the read-back's scratch tree (after $XDG_RUNTIME_DIR).
+TMPFS_DIRS: tuple[str, ...] = ("/dev/shm",)
+TMPFS_RESERVE = 256 * 1024 * 1024  # bytes a tmpfs must keep free after the extraction
+PAGE = 4096
+SCRATCH_PREFIX = "fexstack-readback."
+SWEEP_AFTER = 60.0  # seconds before an unlocked scratch folder counts as abandoned
+
+# lstat facts that any change to a path's content or metadata changes.
+Signature = tuple[int, int, int, int, int, int]
 
 KINDS = {
     stat.S_IFDIR: "dir",
@@ -61,49 +87,145 @@ class Entry:
         return doc
 
 
-def _entry(path: str, full: Path) -> Entry:
-    st = full.lstat()
-    kind = KINDS.get(stat.S_IFMT(st.st_mode))
-    if kind is None:
-        raise ImageError(f"{full}: unsupported file type {stat.S_IFMT(st.st_mode):o}")
-    mode = stat.S_IMODE(st.st_mode)
-    if kind == "file":
-        return Entry(path, kind, mode, st.st_size, sha256=sha256_file(full))
-    if kind == "symlink":
-        target = os.readlink(full)
-        return Entry(path, kind, mode, len(os.fsencode(target)), target=target)
-    return Entry(path, kind, mode, 0)
+@dataclass(frozen=True)
+class Listing:
+    """A scan of a tree: its entries and, per path, the lstat facts seen when it was read."""
+
+    entries: dict[str, Entry]
+    stats: dict[str, Signature]
+    started_ns: int  # wall-clock time (time.time_ns) when the scan began
 
 
-def _check_name(full: Path, name: str) -> None:
+def _check_name(full: str, name: str) -> None:
     try:
         name.encode("utf-8")
     except UnicodeEncodeError as exc:
         raise ImageError(
-            f"{full}: file name is not valid UTF-8",
+            f"{os.fsencode(full)!r}: file name is not valid UTF-8",
             "rename the file in the package or exclude it; manifests record names as UTF-8",
         ) from exc
 
 
-def list_tree(root: Path) -> dict[str, Entry]:
-    """Every path under ``root`` (``/`` for ``root`` itself), sorted, symlinks not followed."""
-    if not root.is_dir() or root.is_symlink():
+def hash_file(full: str, size: int) -> str:
+    """The sha256 of the regular file ``full`` (never through a symlink).
+
+    ``size`` (from lstat) only picks the read size: files up to :data:`SMALL_FILE` are read
+    in one call, larger ones streamed. The digest is of what is read, whatever the size.
+    """
+    fd = os.open(full, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        if size > SMALL_FILE:
+            with open(fd, "rb", closefd=False) as fh:
+                return hashlib.file_digest(fh, "sha256").hexdigest()
+        first = os.read(fd, size + 1)
+        digest = hashlib.sha256(first)
+        if len(first) != size:  # changed since its lstat (or a short read): read to the end
+            while chunk := os.read(fd, SMALL_FILE):
+                digest.update(chunk)
+        return digest.hexdigest()
+    finally:
+        os.close(fd)
+
+
+def _hash_batch(batch: Sequence[tuple[str, str, int]]) -> list[tuple[str, str]]:
+    done: list[tuple[str, str]] = []
+    for path, full, size in batch:
+        try:
+            done.append((path, hash_file(full, size)))
+        except OSError as exc:
+            raise ImageError(
+                f"{full}: cannot read it to hash it: {exc.strerror}",
+                "the tree changed while it was read; re-run the step",
+            ) from exc
+    return done
+
+
+def _hash_all(todo: Sequence[tuple[str, str, int]], jobs: int) -> dict[str, str]:
+    """``{path: sha256}`` of ``todo`` (path, full path, size), hashed in ``jobs`` threads.
+
+    hashlib and file reads release the GIL, so threads overlap on the bytes; the files are
+    dealt out in batches (largest first) so that thread hand-over costs little per file.
+    """
+    if jobs <= 1 or len(todo) < 2 * HASH_BATCH:
+        return dict(_hash_batch(todo))
+    ordered = sorted(todo, key=lambda t: -t[2])
+    batches = [ordered[i : i + HASH_BATCH] for i in range(0, len(ordered), HASH_BATCH)]
+    with ThreadPoolExecutor(jobs, thread_name_prefix="fexstack-hash") as pool:
+        return {path: digest for done in pool.map(_hash_batch, batches) for path, digest in done}
+
+
+def _signature(st: os.stat_result) -> Signature:
+    return (st.st_dev, st.st_ino, st.st_mode, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def scan(root: Path, *, previous: Listing | None = None, jobs: int | None = None) -> Listing:
+    """List ``root`` like :func:`list_tree`, hashing regular files in ``jobs`` threads.
+
+    With ``previous`` (an earlier scan of the same tree), a file whose lstat facts (device,
+    inode, type and mode, size, mtime and ctime to the nanosecond) are unchanged keeps its
+    digest instead of being read again, unless its ctime is within :data:`RACY_NS` of when
+    ``previous`` began (a change in the same clock tick could leave the facts equal).
+    """
+    started = time.time_ns()
+    top = os.fspath(root)
+    try:
+        st_root = os.lstat(top)
+    except FileNotFoundError as exc:
+        raise ImageError(f"{root}: not a directory", "run the stage step first") from exc
+    if not stat.S_ISDIR(st_root.st_mode):
         raise ImageError(f"{root}: not a directory", "run the stage step first")
-    entries: dict[str, Entry] = {"/": _entry("/", root)}
-    stack: list[tuple[str, Path]] = [("", root)]
+    found: list[tuple[str, str, os.stat_result]] = [("/", top, st_root)]
+    stack: list[tuple[str, str]] = [("", top)]
     while stack:
         prefix, folder = stack.pop()
         with os.scandir(folder) as it:
-            names = sorted(e.name for e in it)
-        for name in names:
-            full = folder / name
+            children = [(e.name, e.path, e.stat(follow_symlinks=False)) for e in it]
+        for name, full, st in children:
             _check_name(full, name)
             path = f"{prefix}/{name}"
-            entry = _entry(path, full)
-            entries[path] = entry
-            if entry.kind == "dir":
+            found.append((path, full, st))
+            if stat.S_ISDIR(st.st_mode):
                 stack.append((path, full))
-    return dict(sorted(entries.items()))
+    reuse_before = previous.started_ns - RACY_NS if previous is not None else 0
+    entries: dict[str, Entry] = {}
+    stats: dict[str, Signature] = {}
+    todo: list[tuple[str, str, int]] = []
+    modes: dict[str, int] = {}
+    for path, full, st in found:
+        fmt = stat.S_IFMT(st.st_mode)
+        kind = KINDS.get(fmt)
+        if kind is None:
+            raise ImageError(f"{full}: unsupported file type {fmt:o}")
+        mode = stat.S_IMODE(st.st_mode)
+        sig = stats[path] = _signature(st)
+        if kind == "file":
+            old = previous.entries.get(path) if previous is not None else None
+            if (
+                old is not None
+                and old.sha256 is not None
+                and previous is not None
+                and previous.stats.get(path) == sig
+                and st.st_ctime_ns < reuse_before
+            ):
+                entries[path] = old
+            else:
+                todo.append((path, full, st.st_size))
+                modes[path] = mode
+        elif kind == "symlink":
+            target = os.readlink(full)
+            entries[path] = Entry(path, kind, mode, len(os.fsencode(target)), target=target)
+        else:
+            entries[path] = Entry(path, kind, mode, 0)
+    if todo:
+        digests = _hash_all(todo, jobs if jobs is not None else HASH_JOBS)
+        for path, _full, size in todo:
+            entries[path] = Entry(path, "file", modes[path], size, sha256=digests[path])
+    return Listing(dict(sorted(entries.items())), stats, started)
+
+
+def list_tree(root: Path) -> dict[str, Entry]:
+    """Every path under ``root`` (``/`` for ``root`` itself), sorted, symlinks not followed."""
+    return scan(root).entries
 
 
 def differences(
@@ -130,9 +252,87 @@ def differences(
     return found
 
 
+def _room_needed(entries: Mapping[str, Entry]) -> tuple[int, int]:
+    """Bytes and inodes an extraction of ``entries`` takes on a tmpfs (whole pages)."""
+    pages = sum(-(-e.size // PAGE) if e.kind == "file" else 1 for e in entries.values())
+    return pages * PAGE, len(entries)
+
+
+def _tmpfs_with_room(need_bytes: int, need_inodes: int) -> Path | None:
+    """The first RAM-backed folder (``$XDG_RUNTIME_DIR``, :data:`TMPFS_DIRS`) with room.
+
+    Room means the extraction fits and still leaves :data:`TMPFS_RESERVE` bytes or a
+    twentieth of the file system free, whichever is more.
+    """
+    candidates = [os.environ.get("XDG_RUNTIME_DIR", ""), *TMPFS_DIRS]
+    for folder in filter(None, candidates):
+        try:
+            vfs = os.statvfs(folder)
+        except OSError:
+            continue
+        if not os.access(folder, os.W_OK | os.X_OK):
+            continue
+        free = vfs.f_bavail * vfs.f_frsize
+        reserve = max(TMPFS_RESERVE, vfs.f_blocks * vfs.f_frsize // 20)
+        inodes_ok = vfs.f_files == 0 or vfs.f_favail >= need_inodes + 1024
+        if free >= need_bytes + reserve and inodes_ok:
+            return Path(folder)
+    return None
+
+
+def _sweep(folder: Path) -> None:
+    """Remove read-back scratch folders of builds that died (their lock is free)."""
+    for lock in folder.glob(f"{SCRATCH_PREFIX}*.lock"):
+        try:
+            if time.time() - lock.stat().st_mtime < SWEEP_AFTER:
+                continue
+            fd = os.open(lock, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            continue  # its build is still running
+        try:
+            _remove_tree(lock.with_name(lock.name.removesuffix(".lock")))
+            lock.unlink(missing_ok=True)
+        finally:
+            os.close(fd)
+
+
 @contextlib.contextmanager
-def scratch_dir(near: Path) -> Iterator[Path]:
-    """A temp folder beside ``near`` (same file system), removed afterwards in any case."""
+def _tmpfs_scratch(folder: Path) -> Iterator[Path]:
+    """A temp folder in the RAM-backed ``folder``, held by a lock a later sweep respects."""
+    _sweep(folder)
+    fd, lock_name = tempfile.mkstemp(prefix=SCRATCH_PREFIX, suffix=".lock", dir=folder)
+    lock = Path(lock_name)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        tmp = lock.with_name(lock.name.removesuffix(".lock"))
+        tmp.mkdir(mode=0o700)
+        try:
+            yield tmp
+        finally:
+            _remove_tree(tmp)
+    finally:
+        lock.unlink(missing_ok=True)
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def scratch_dir(near: Path, *, room: tuple[int, int] | None = None) -> Iterator[Path]:
+    """A temp folder for a read-back, removed afterwards in any case.
+
+    With ``room`` (bytes, inodes: see :func:`_room_needed`) it is in a tmpfs that has that
+    much room to spare (creating 30,000 files there costs a fraction of what it costs on a
+    disk); otherwise, or when none has, it is beside ``near`` (same file system).
+    """
+    ram = _tmpfs_with_room(*room) if room is not None else None
+    if ram is not None:
+        with _tmpfs_scratch(ram) as tmp:
+            yield tmp
+        return
     near.parent.mkdir(parents=True, exist_ok=True)
     prefix = f"{atomic.TMP_PREFIX}{near.name}.readback."
     tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=near.parent))
@@ -146,30 +346,51 @@ def _remove_tree(path: Path) -> None:
     """Remove an extracted tree, also when it holds read-only folders."""
     for folder, dirs, _files in os.walk(path):
         for name in dirs:
-            full = Path(folder, name)
-            if not full.is_symlink():
-                with contextlib.suppress(OSError):
-                    full.chmod(0o700)
+            full = os.path.join(folder, name)
+            with contextlib.suppress(OSError):
+                if not stat.S_ISLNK(os.lstat(full).st_mode):
+                    os.chmod(full, 0o700)
     atomic.remove(path)
 
 
 def extract(image: Path, dest: Path) -> None:
     """Unpack ``image`` into ``dest`` (which must not exist) with exact permission bits."""
+    hint = "the image is damaged or was made by an incompatible mkfs.erofs; rebuild it"
     try:
-        command.run([FSCK, f"--extract={dest}", "--preserve-perms", os.fspath(image)])
+        proc = command.run(
+            [
+                FSCK,
+                f"--extract={dest}",
+                "--preserve-perms",
+                "--no-preserve-owner",  # owners are not compared; saves a chown per file
+                os.fspath(image),
+            ]
+        )
     except FexstackError as exc:
         raise ImageError(
-            f"{image}: fsck.erofs could not read the image back: {exc.message}",
-            "the image is damaged or was made by an incompatible mkfs.erofs; rebuild it",
+            f"{image}: fsck.erofs could not read the image back: {exc.message}", hint
         ) from exc
+    if not dest.is_dir() or dest.is_symlink():
+        # fsck.erofs 1.9.4 exits 0 when the superblock checksum is wrong, extracting nothing.
+        said = (proc.stderr or b"").decode(errors="replace").strip()
+        raise ImageError(
+            f"{image}: fsck.erofs extracted nothing" + (f": {said}" if said else ""), hint
+        )
 
 
-def list_image(image: Path, *, near: Path | None = None) -> dict[str, Entry]:
-    """The listing of ``image``'s contents (extracted to a scratch folder beside ``near``)."""
-    with scratch_dir(near or image) as tmp:
+def list_image(
+    image: Path,
+    *,
+    near: Path | None = None,
+    room: tuple[int, int] | None = None,
+    jobs: int | None = None,
+) -> dict[str, Entry]:
+    """The listing of ``image``'s contents (extracted to a scratch folder: see
+    :func:`scratch_dir`; ``room`` is what the extraction needs, when known)."""
+    with scratch_dir(near or image, room=room) as tmp:
         root = tmp / "root"
         extract(image, root)
-        return list_tree(root)
+        return scan(root, jobs=jobs).entries
 
 
 def verify_image(
@@ -177,16 +398,29 @@ def verify_image(
     tree: Path,
     *,
     expected: Mapping[str, Entry] | None = None,
+    staged: Listing | None = None,
     name: Path | None = None,
 ) -> dict[str, Entry]:
-    """Check that ``image`` holds exactly ``tree``; return the (common) listing.
+    """Check that ``image`` holds exactly ``tree``; return the image's listing (equal to it).
 
-    ``expected`` is ``tree``'s listing when the caller already has it; ``name`` is the
-    path to name in errors (the final path when ``image`` is still a temp file). Raises
+    ``expected`` is ``tree``'s listing when the caller already has it. ``staged`` is an
+    earlier :func:`scan` of ``tree`` (taken while mkfs.erofs ran): ``tree`` is then scanned
+    again while the image is extracted, re-hashing only files whose lstat facts changed,
+    so the comparison is with the tree as it is now. ``name`` is the path to name in
+    errors (the final path when ``image`` is still a temp file). Raises
     :class:`ImageError` naming the first differences.
     """
-    want = dict(expected) if expected is not None else list_tree(tree)
-    got = list_image(image)
+    if expected is not None:
+        want = dict(expected)
+        got = list_image(image, room=_room_needed(want))
+    elif staged is not None:
+        with ThreadPoolExecutor(1, thread_name_prefix="fexstack-rescan") as pool:
+            again = pool.submit(scan, tree, previous=staged, jobs=1)
+            got = list_image(image, room=_room_needed(staged.entries))
+            want = again.result().entries
+    else:
+        want = scan(tree).entries
+        got = list_image(image, room=_room_needed(want))
     diff = differences(want, got)
     if diff:
         raise ImageError(
@@ -194,4 +428,4 @@ def verify_image(
             "the staging tree changed while the image was built, or mkfs.erofs lost "
             "something; re-run the stage and image steps",
         )
-    return want
+    return got

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+import fcntl
+import hashlib
 import os
 import random
 import shutil
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -250,3 +254,152 @@ def test_refuses_bad_inputs(tmp_path: Path) -> None:
     with pytest.raises(ImageError, match="no staging tree"):
         build_image(tmp_path / "missing", out, uuid_seed=SEED)
     assert not out.exists()
+
+
+def test_readback_catches_a_same_size_change_with_the_old_mtime(tmp_path: Path) -> None:
+    # The tree is hashed while mkfs.erofs runs; a change after that (same size, mtime put
+    # back) must still be seen by the re-scan after mkfs.
+    tree = make_tree(tmp_path / "t")
+    conf = tree / "etc/foo.conf"
+    old = conf.stat()
+
+    def tamper(_tmp: Path) -> None:
+        conf.write_bytes(b"key = VALUE\n")
+        os.utime(conf, ns=(old.st_atime_ns, old.st_mtime_ns))
+
+    out = tmp_path / "demo.erofs"
+    with pytest.raises(ImageError) as err:
+        build_image(tree, out, uuid_seed=SEED, before_readback=tamper)
+    assert "/etc/foo.conf: sha256 is" in err.value.message
+    assert not out.exists()
+
+
+def damage_at(marker: bytes) -> Callable[[Path], None]:
+    def damage(tmp: Path) -> None:
+        data = bytearray(tmp.read_bytes())
+        at = data.find(marker)
+        assert at > 0 and data.find(marker, at + 1) < 0  # stored once
+        data[at] ^= 0x20  # same size
+        tmp.write_bytes(bytes(data))
+
+    return damage
+
+
+def test_readback_catches_a_damaged_file_in_the_image(tmp_path: Path) -> None:
+    tree = make_tree(tmp_path / "t")
+    out = tmp_path / "demo.erofs"
+    # big.bin's random half is stored in data blocks, which no checksum covers.
+    damage = damage_at(big_bytes()[100_000:100_064])
+    with pytest.raises(ImageError) as err:
+        build_image(tree, out, uuid_seed=SEED, compression="none", before_readback=damage)
+    assert "/usr/lib64/big.bin: sha256 is" in err.value.message
+    assert not out.exists()
+    # foo.conf's bytes are inline in the first block, under the superblock checksum:
+    # fsck.erofs then exits 0 but extracts nothing.
+    with pytest.raises(ImageError) as err:
+        build_image(
+            tree,
+            out,
+            uuid_seed=SEED,
+            compression="none",
+            before_readback=damage_at(b"key = value\n"),
+        )
+    assert "fsck.erofs extracted nothing" in err.value.message
+    assert "checksum" in err.value.message
+    assert not out.exists()
+    assert leftovers(tmp_path) == []
+
+
+def test_rescan_rehashes_only_changed_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tree = make_tree(tmp_path / "t")
+    set_times(tree, 1_000_000_000)
+    # ctimes are "now": pretend the first scan began well after them.
+    first = readback.scan(tree)
+    first = dataclasses.replace(first, started_ns=first.started_ns + 10 * readback.RACY_NS)
+    hashed: list[str] = []
+    real = readback.hash_file
+
+    def counting(full: str, size: int) -> str:
+        hashed.append(full)
+        return real(full, size)
+
+    monkeypatch.setattr(readback, "hash_file", counting)
+    again = readback.scan(tree, previous=first)
+    assert hashed == [] and again.entries == first.entries
+    (tree / "etc/foo.conf").write_bytes(b"key = VALUE\n")
+    again = readback.scan(tree, previous=first)
+    assert hashed == [str(tree / "etc/foo.conf")]
+    assert again.entries["/etc/foo.conf"].sha256 != first.entries["/etc/foo.conf"].sha256
+    # Without the margin (ctime close to the first scan's start) everything is re-read.
+    recent = readback.scan(tree)
+    hashed.clear()
+    readback.scan(tree, previous=recent)
+    assert len(hashed) == 8
+
+
+def test_parallel_hashing_matches_one_thread(tmp_path: Path) -> None:
+    tree = tmp_path / "many"
+    tree.mkdir()
+    rng = random.Random(3)
+    for i in range(300):
+        (tree / f"f{i}").write_bytes(rng.randbytes(rng.randint(0, 70_000)))
+    (tree / "big").write_bytes(big_bytes(readback.SMALL_FILE + 5))
+    one = readback.scan(tree, jobs=1).entries
+    assert readback.scan(tree, jobs=4).entries == one
+    assert one["/big"].sha256 == hashlib.sha256(big_bytes(readback.SMALL_FILE + 5)).hexdigest()
+    assert one["/f7"].sha256 == hashlib.sha256((tree / "f7").read_bytes()).hexdigest()
+
+
+def extraction_dirs(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
+    seen: list[Path] = []
+    real = readback.extract
+
+    def recording(image: Path, dest: Path) -> None:
+        seen.append(dest)
+        real(image, dest)
+
+    monkeypatch.setattr(readback, "extract", recording)
+    return seen
+
+
+def test_readback_uses_a_tmpfs_with_room(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    ram = tmp_path / "ram"
+    ram.mkdir()
+    monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
+    monkeypatch.setattr(readback, "TMPFS_DIRS", (str(ram),))
+    monkeypatch.setattr(readback, "TMPFS_RESERVE", 0)
+    seen = extraction_dirs(monkeypatch)
+    tree = make_tree(tmp_path / "t")
+    build_image(tree, tmp_path / "out" / "demo.erofs", uuid_seed=SEED)
+    assert len(seen) == 1 and seen[0].parent.parent == ram
+    assert seen[0].parent.name.startswith(readback.SCRATCH_PREFIX)
+    assert list(ram.iterdir()) == []  # scratch and lock removed
+    # No room: beside the image, as before.
+    monkeypatch.setattr(readback, "TMPFS_RESERVE", 1 << 62)
+    build_image(tree, tmp_path / "out" / "demo.erofs", uuid_seed=SEED)
+    assert seen[1].parent.parent == tmp_path / "out"
+    assert leftovers(tmp_path / "out") == []
+
+
+def test_abandoned_tmpfs_scratch_is_swept(tmp_path: Path) -> None:
+    ram = tmp_path / "ram"
+    ram.mkdir()
+    dead = ram / f"{readback.SCRATCH_PREFIX}dead"
+    (dead / "root/usr").mkdir(parents=True)
+    (dead / "root/usr").chmod(0o555)
+    dead.with_name(dead.name + ".lock").touch()
+    alive = ram / f"{readback.SCRATCH_PREFIX}alive"
+    (alive / "root").mkdir(parents=True)
+    alive.with_name(alive.name + ".lock").touch()
+    old = time.time() - 2 * readback.SWEEP_AFTER
+    for lock in ram.glob("*.lock"):
+        os.utime(lock, (old, old))
+    with open(alive.with_name(alive.name + ".lock"), "rb") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        with readback._tmpfs_scratch(ram) as tmp:
+            assert tmp.is_dir()
+            assert not dead.exists() and not dead.with_name(dead.name + ".lock").exists()
+            assert alive.is_dir()
+    assert sorted(p.name for p in ram.iterdir()) == [alive.name, alive.name + ".lock"]

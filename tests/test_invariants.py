@@ -6,10 +6,11 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from fexstack import jsonio
+from fexstack import digest, jsonio
 from fexstack.errors import CheckError
 from fexstack.factory import Executable, Factory, File, Library, Package, Symlink, glibc_package
 from invariants import compat, elf
@@ -259,7 +260,9 @@ def test_compat_generation_once_per_base(factory: Factory, base: Path,
 
 
 def test_each_elf_is_parsed_once_across_invariants(factory: Factory, base: Path,
-                                                   tmp_path: Path) -> None:
+                                                   tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FEXSTACK_CACHE", str(tmp_path / "cache"))  # no stored facts yet
     tree = tmp_path / "t"
     factory.elf(tree / "usr/lib64/liba.so.1", Library("liba.so.1"))
     factory.elf(tree / "usr/lib64/libb.so.1", Library("libb.so.1", needs=("liba.so.1",)))
@@ -274,6 +277,73 @@ def test_each_elf_is_parsed_once_across_invariants(factory: Factory, base: Path,
     assert parsed == len(elf_entries) >= 3 + 2
     run(tree, base)
     assert elf.PARSES - before == parsed
+
+
+def test_elf_facts_persist_across_runs_by_content(factory: Factory, base: Path,
+                                                  tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FEXSTACK_CACHE", str(tmp_path / "cache"))
+    tree = tmp_path / "t"
+    factory.elf(tree / "usr/lib64/liba.so.1", Library("liba.so.1"))
+    factory.elf(tree / "usr/lib64/libb.so.1", Library("libb.so.1", needs=("liba.so.1",)))
+    elf.clear_cache()
+    before = elf.PARSES
+    first = run(tree, base)
+    assert elf.PARSES - before >= 2
+    assert (tmp_path / "cache" / elf.STORE).is_file()
+    elf.clear_cache()  # a new process: only the persistent cache is left
+    before = elf.PARSES
+    assert run(tree, base).elf == first.elf
+    assert elf.PARSES - before == 0  # nothing parsed again, base files included
+    # Same size, new content: found by its digest, parsed once more, with the new facts.
+    lib = tree / "usr/lib64/libb.so.1"
+    data = lib.read_bytes()
+    lib.write_bytes(data.replace(b"liba.so.1", b"libz.so.1"))
+    elf.clear_cache()
+    before = elf.PARSES
+    again = run(tree, base)
+    assert elf.PARSES - before == 1
+    assert again.elf["/usr/lib64/libb.so.1"]["needed"][0] == "libz.so.1"
+
+
+def test_recorded_digests_spare_reading_files(factory: Factory, base: Path, tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the stage step's digests, stored answers ("ELF: these facts", "not ELF") are
+    used without opening the files; a file written since (mtime not 0) is read again."""
+    monkeypatch.setenv("FEXSTACK_CACHE", str(tmp_path / "cache"))
+    tree = tmp_path / "t"
+    factory.elf(tree / "usr/lib64/libc1.so.1", Library("libc1.so.1"))
+    (tree / "usr/share/c1").mkdir(parents=True)
+    (tree / "usr/share/c1/data.txt").write_text("not ELF\n")
+    digests = {}
+    for path in ("/usr/lib64/libc1.so.1", "/usr/share/c1/data.txt"):
+        disk = tree / path.lstrip("/")
+        os.utime(disk, ns=(0, 0))  # as the stage step leaves every file
+        digests[path] = (digest.sha256_file(disk), disk.stat().st_size)
+    elf.clear_cache()
+    first = run(tree, base, digests=digests)
+    elf.clear_cache()
+    opened: list[Path] = []
+    real_open = open
+
+    def spy(file: Any, *args: Any, **kwargs: Any) -> Any:
+        if str(file).startswith(str(tree)):
+            opened.append(Path(file))
+        return real_open(file, *args, **kwargs)
+
+    before = elf.PARSES
+    with monkeypatch.context() as mp:
+        mp.setattr("builtins.open", spy)
+        assert run(tree, base, digests=digests).elf == first.elf
+    assert opened == []
+    assert elf.PARSES - before == 0
+    # Rewritten in place with the same size: the recorded digest no longer counts.
+    lib = tree / "usr/lib64/libc1.so.1"
+    lib.write_bytes(lib.read_bytes().replace(b"libc1.so.1", b"libc2.so.1"))
+    elf.clear_cache()
+    changed = run(tree, base, digests=digests)
+    assert elf.PARSES - before == 1
+    assert changed.elf["/usr/lib64/libc1.so.1"]["soname"] == "libc2.so.1"
 
 
 def test_report_json_is_schema_valid_sorted_and_stable(factory: Factory, base: Path,

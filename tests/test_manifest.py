@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ import pytest
 
 from fexstack import jsonio
 from fexstack.errors import ImageError
-from overlays import lockfile, manifest
+from overlays import lockfile, manifest, readback
 from overlays.image import build_image
 from overlays.lockfile import Lock, LockedPackage, Reason
 from tests.test_image import SEED, make_tree
@@ -78,7 +79,6 @@ def project(root: Path, *, reverse: bool = False) -> dict[str, Any]:
         lock=lock,
         lock_path=lock_path,
         base_image_sha256="cd" * 32,
-        tree=tree,
         owners=OWNERS,
         image=image,
         invariants_report=report,
@@ -160,23 +160,65 @@ def test_same_inputs_same_manifest(proj: dict[str, Any], tmp_path: Path) -> None
     assert jsonio.dumps(other["doc"]) == jsonio.dumps(proj["doc"])
 
 
-def test_tree_changed_after_the_image(tmp_path: Path) -> None:
+def test_files_are_a_fresh_listing_of_the_image(proj: dict[str, Any]) -> None:
+    image = proj["image"]
+    fresh = readback.list_image(image.path)
+    assert [e.to_json() for e in fresh.values()] == [
+        {k: v for k, v in f.items() if k != "package"} for f in proj["doc"]["files"]
+    ]
+
+
+def test_manifest_describes_the_image_not_a_later_tree(tmp_path: Path) -> None:
     tree = make_tree(tmp_path / "t")
     image = build_image(tree, tmp_path / "x.erofs", uuid_seed=SEED)
     (tree / "etc/foo.conf").write_text("changed after\n")
-    with pytest.raises(ImageError, match=r"changed after x\.erofs was built"):
-        manifest.make_manifest(
-            stack_name="x",
-            stack_class="deps",
-            stack_files=[],
-            lock=None,
-            lock_path=None,
-            base_image_sha256=None,
-            tree=tree,
-            owners={},
-            image=image,
-            invariants_report=None,
-        )
+    (tree / "etc/new").write_text("new\n")
+    doc = manifest.make_manifest(
+        stack_name="x",
+        stack_class="deps",
+        stack_files=[],
+        lock=None,
+        lock_path=None,
+        base_image_sha256=None,
+        owners={},
+        image=image,
+        invariants_report=None,
+    )
+    files = by_path(doc)
+    assert "/etc/new" not in files
+    assert files["/etc/foo.conf"]["size"] == len(b"key = value\n")
+    # Without the read-back's entries the image itself is listed, never the tree.
+    bare = dataclasses.replace(image, entries={})
+    again = manifest.make_manifest(
+        stack_name="x",
+        stack_class="deps",
+        stack_files=[],
+        lock=None,
+        lock_path=None,
+        base_image_sha256=None,
+        owners={},
+        image=bare,
+        invariants_report=None,
+    )
+    assert again == doc
+
+
+def test_write_checks_the_skeleton_without_bulk_validation(
+    proj: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("FEXSTACK_VALIDATE")
+    path = tmp_path / "m.json"
+    manifest.write_manifest(path, proj["doc"])
+    assert manifest.read_manifest(path) == proj["doc"]
+    bad = json.loads(jsonio.dumps(proj["doc"]))
+    bad["image"]["block_size"] = 16384
+    with pytest.raises(ImageError, match="image/block_size"):
+        manifest.write_manifest(path, bad)
+    bad = json.loads(jsonio.dumps(proj["doc"]))
+    bad["files"][0]["generated_at"] = "2026-01-01T00:00:00Z"  # the first dir entry
+    with pytest.raises(ImageError, match="files/0"):
+        manifest.write_manifest(path, bad)
+    assert manifest.read_manifest(path) == proj["doc"]
 
 
 def test_rejects_malformed_manifests(proj: dict[str, Any], tmp_path: Path) -> None:
@@ -214,7 +256,6 @@ def test_compat_manifest(tmp_path: Path) -> None:
         lock=None,
         lock_path=None,
         base_image_sha256="cd" * 32,
-        tree=tree,
         owners={},
         image=image,
         invariants_report=None,

@@ -122,7 +122,6 @@ def test_validate_against_manifest(built: tuple[Path, ImageInfo], good: Path) ->
         lock=None,
         lock_path=None,
         base_image_sha256=None,
-        tree=tree,
         owners={},
         image=info,
         invariants_report=None,

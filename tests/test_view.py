@@ -6,10 +6,12 @@ import os
 import struct
 from pathlib import Path
 
-from fexstack import command
+import pytest
+
+from fexstack import command, digest
 from fexstack.factory import Factory, Library
 from invariants import ldcache, view
-from invariants.view import Layer, View
+from invariants.view import Layer, Tree, View
 from tests.test_invariants_support import fedora_base
 
 
@@ -89,3 +91,45 @@ def test_ldcache_hwcaps_entries_and_old_format(tmp_path: Path, factory: Factory)
     parsed = ldcache.parse(old)
     assert parsed.format == "old" and parsed.lookup("libold.so.1") == "/lib64/libold.so.1"
     assert os.path.getsize(root / "etc/ld.so.cache") > 0
+
+
+def test_image_layer_costs_nothing_on_a_rebuild(factory: Factory, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """A base image is hashed, extracted and walked once: later runs take its digest from
+    the stat-keyed memo and its index from index.json; a changed image is hashed again."""
+    monkeypatch.setenv("FEXSTACK_CACHE", str(tmp_path / "cache"))
+    base = fedora_base(factory, tmp_path / "bases")
+    image = tmp_path / "base.erofs"
+    command.run(["mkfs.erofs", "-b", "4096", "-T0", "-U",
+                 "00000000-0000-0000-0000-000000000001", image, base])
+    first = view.layer(image, "base")
+    walked = Tree.from_dir(first.root, "base")
+    assert (first.root.parent / "index.json").is_file()
+    assert (tmp_path / "cache/views" / view.DIGESTS).is_file()
+
+    def refuse(*_: object) -> None:
+        raise AssertionError("hashed or walked again")
+
+    view._SHA_MEMO.clear()  # as in a new process
+    with monkeypatch.context() as mp:
+        mp.setattr(digest, "sha256_file", refuse)
+        mp.setattr(view, "_walk", refuse)
+        again = view.layer(image, "base")
+        indexed = Tree.from_dir(again.root, "base")
+    assert again.root == first.root
+    assert {p: (n.kind, n.mode, n.target, n.source) for p, n in indexed.nodes.items()} == {
+        p: (n.kind, n.mode, n.target, n.source) for p, n in walked.nodes.items()}
+    assert indexed.sonames() == walked.sonames()
+    os.utime(image, ns=(1, 1))  # same bytes, another mtime: hashed again, same folder
+    view._SHA_MEMO.clear()
+    hashed: list[Path] = []
+    real = digest.sha256_file
+
+    def counting(path: Path) -> str:
+        hashed.append(path)
+        return real(path)
+
+    with monkeypatch.context() as mp:
+        mp.setattr(digest, "sha256_file", counting)
+        assert view.layer(image, "base").root == first.root
+    assert hashed == [image]
