@@ -15,8 +15,9 @@ written: its name must be relative with no ``.``, ``..`` or empty component; dev
 and sockets are refused; the entry must be listed in the header with the same file type
 and mode, regular files must match the header's digest, symlinks its link target. Files
 are created with ``O_CREAT|O_EXCL|O_NOFOLLOW`` relative to directory fds opened with
-``O_NOFOLLOW`` one component at a time, so nothing is ever written through a symlink,
-whatever the payload holds.
+``O_NOFOLLOW`` one component at a time (each directory once per extraction: the fds are
+kept in a :class:`DirFds` until the package is done), so nothing is ever written through a
+symlink, whatever the payload holds.
 
 Policy, recorded in meta.json:
 - owners are not applied (the files belong to the user running fexstack; the image step
@@ -61,6 +62,7 @@ log = logging.getLogger("fexstack.extract")
 EXTRACTED = "extracted"
 FORMAT = 1
 CHUNK = 1 << 20
+BUFFER = 1 << 18  # decompressed bytes read at a time for the cpio headers
 RPMFILE_GHOST = 1 << 6
 LEAD_SIZE = 96
 HEADER_MAGIC = b"\x8e\xad\xe8\x01"
@@ -78,6 +80,7 @@ DIGEST_ALGOS = {
     14: "sha3_512",
 }
 OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+BAD_PARTS = frozenset(("", ".", ".."))
 CREATE_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
@@ -118,7 +121,8 @@ def extract(rpm_file: Path, sha256: str, *, cache: Path, package: str) -> Extrac
     with atomic.temp_dir(folder) as tmp:
         os.chmod(tmp, 0o755)
         meta = _Extraction(rpm_file, sha256, package, tmp / "tree").run()
-        jsonio.write(tmp / "meta.json", meta, "extracted")
+        # Bulk: schema-checked in the tests (FEXSTACK_VALIDATE=1); reuse audits it.
+        jsonio.write(tmp / "meta.json", meta, "extracted", bulk=True)
     return Extracted(sha256=sha256, tree=folder / "tree", meta=meta, fresh=True)
 
 
@@ -127,7 +131,7 @@ def _reuse(folder: Path, sha256: str) -> Extracted | None:
     if not meta_path.exists():
         return None
     try:
-        meta = jsonio.read(meta_path)  # validated when written; audited against tree/ here
+        meta = jsonio.read(meta_path)  # written by extract(); audited against tree/ here
         if meta.get("format") != FORMAT or meta.get("rpm_sha256") != sha256:
             problem: str | None = "written by another format or for another RPM"
         else:
@@ -143,9 +147,12 @@ def _reuse(folder: Path, sha256: str) -> Extracted | None:
 
 def _audit(tree: Path, meta: Mapping[str, Any]) -> str | None:
     """Cheap check that ``tree`` still holds what ``meta`` says (types, sizes, modes)."""
+    root = str(tree)  # string joins: pathlib per file costs more than the lstat
     for path, entry in meta["files"].items():
+        if not path.startswith("/") or not BAD_PARTS.isdisjoint(path.split("/")[1:]):
+            return f"{path!r} is not a clean absolute path"
         try:
-            st = os.lstat(tree / path.lstrip("/"))
+            st = os.lstat(root + path)
         except FileNotFoundError:
             return f"{path} is missing"
         if _kind(st.st_mode) != entry["type"] or stat.S_IMODE(st.st_mode) != entry["mode"]:
@@ -316,25 +323,42 @@ def _rpm2cpio(rpm_file: Path, package: str) -> bytes:
 
 
 class _Reader:
-    """Exact reads from the decompressed payload, tracking the offset for padding."""
+    """Exact reads from the decompressed payload, tracking the offset for padding.
+
+    Reads the stream in blocks of :data:`BUFFER` and slices entries' small fields from
+    them: one ``read`` of a decompressing file per field costs more than the field.
+    """
 
     def __init__(self, stream: IO[bytes], package: str) -> None:
         self.stream = stream
         self.package = package
         self.offset = 0
+        self.buf = b""
+        self.pos = 0
 
     def exact(self, size: int) -> bytes:
-        data = self.stream.read(size)
-        while len(data) < size:
-            more = self.stream.read(size - len(data))
-            if not more:
+        pos = self.pos
+        end = pos + size
+        if end <= len(self.buf):
+            self.pos = end
+            self.offset += size
+            return self.buf[pos:end]
+        chunks = [self.buf[pos:]]
+        have = len(chunks[0])
+        while have < size:
+            block = self.stream.read(max(BUFFER, size - have))
+            if not block:
                 raise StageError(
                     f"package {self.package}: the payload ends early (truncated cpio archive)",
                     "run the fetch step again; if it persists the package is broken upstream",
                 )
-            data += more
+            chunks.append(block)
+            have += len(block)
+        joined = b"".join(chunks)
+        self.buf = joined
+        self.pos = size
         self.offset += size
-        return data
+        return joined if have == size else joined[:size]
 
     def align(self) -> None:
         pad = -self.offset % 4
@@ -358,6 +382,7 @@ class _Extraction:
         self.last_link: dict[int, int] = {}  # inode -> highest index of its hardlink set
         self.algo = 0
         self.root_fd = -1
+        self.dirs: DirFds | None = None
 
     def run(self) -> dict[str, Any]:
         hdr = read_header(self.rpm_file, self.package)
@@ -369,11 +394,13 @@ class _Extraction:
         self.algo = int(hdr[rpm.RPMTAG_FILEDIGESTALGO] or 1)  # absent means md5
         self.tree.mkdir(mode=0o755)
         self.root_fd = os.open(self.tree, OPEN_DIR)
+        self.dirs = DirFds(self.root_fd, self._made)
         try:
             with _payload(self.rpm_file, hdr, self.package) as stream:
                 self._entries(_Reader(stream, self.package))
             self._finish_dirs()
         finally:
+            self.dirs.close()
             os.close(self.root_fd)
         missing = sorted(
             p for p, h in self.header.items() if not h.ghost and p not in self.files and p != "/"
@@ -392,7 +419,9 @@ class _Extraction:
     def _entries(self, reader: _Reader) -> None:
         pending: dict[int, list[str]] = {}  # hardlink groups still waiting for their data
         written: dict[int, str] = {}  # hardlink groups: inode -> path holding the data
+        assert self.dirs is not None
         while True:
+            self.dirs.trim()
             entry = self._next(reader)
             if entry.name == TRAILER:
                 break
@@ -432,21 +461,20 @@ class _Extraction:
             elif kind == "fifo":
                 self._skip(reader, entry)
                 parent, name = self._parent(path)
-                try:
-                    os.mkfifo(name, stat.S_IMODE(entry.mode), dir_fd=parent)
-                finally:
-                    os.close(parent)
+                os.mkfifo(name, stat.S_IMODE(entry.mode), dir_fd=parent)
                 self._stamp(path)
                 self._record(path, entry)
             else:
                 raise self._error(path, f"is a {kind}: refused (no device nodes or sockets)")
         for group in pending.values():  # empty hardlinked files: no entry carried data
+            self.dirs.trim()
             first, *others = group
             self._write(first, b"", self.files[first]["mode"])
             for other in others:
                 self._link(first, other)
         for path, record in self.files.items():
             if record["type"] == "file" and "sha256" not in record:
+                self.dirs.trim()
                 self._check_digest(path, self._hash(path))
 
     def _next(self, reader: _Reader) -> _CpioEntry:
@@ -538,14 +566,20 @@ class _Extraction:
         return path
 
     def _parent(self, path: str) -> tuple[int, str]:
-        """An fd of ``path``'s parent (made if missing, never through a symlink) and its name."""
+        """An fd of ``path``'s parent (made if missing, never through a symlink) and its name.
+
+        The fd belongs to ``self.dirs`` (closed when the extraction ends): do not close it.
+        """
+        assert self.dirs is not None
         try:
-            return open_parent(self.root_fd, path, self._made)
+            return self.dirs.parent(path)
         except OSError as exc:
             if exc.errno in (errno.ELOOP, errno.ENOTDIR):
                 raise self._error(
                     path, f"would be written through {exc.filename}, which is not a directory"
                 ) from exc
+            if exc.errno == errno.EINVAL:
+                raise self._error(path, "has an empty, '.' or '..' component: refused") from exc
             raise
 
     def _made(self, path: str) -> None:
@@ -564,8 +598,6 @@ class _Extraction:
             fd = os.open(name, CREATE_FILE, 0o600, dir_fd=parent)
         except FileExistsError as exc:
             raise self._error(path, "is written twice") from exc
-        finally:
-            os.close(parent)
         try:
             remaining = entry.size
             while remaining:
@@ -582,10 +614,7 @@ class _Extraction:
 
     def _write(self, path: str, data: bytes, mode: int) -> None:
         parent, name = self._parent(path)
-        try:
-            fd = os.open(name, CREATE_FILE, 0o600, dir_fd=parent)
-        finally:
-            os.close(parent)
+        fd = os.open(name, CREATE_FILE, 0o600, dir_fd=parent)
         try:
             _write_all(fd, data)
             os.fchmod(fd, mode)
@@ -595,10 +624,7 @@ class _Extraction:
 
     def _hash(self, path: str) -> str:
         parent, name = self._parent(path)
-        try:
-            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent)
-        finally:
-            os.close(parent)
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent)
         with os.fdopen(fd, "rb") as fh:
             return hashlib.file_digest(fh, "sha256").hexdigest()
 
@@ -612,10 +638,7 @@ class _Extraction:
             actual = sha256
         else:
             parent, name = self._parent(path)
-            try:
-                fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent)
-            finally:
-                os.close(parent)
+            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent)
             with os.fdopen(fd, "rb") as fh:
                 actual = hashlib.file_digest(fh, algo).hexdigest()
         if actual != known.digest:
@@ -639,21 +662,15 @@ class _Extraction:
             )
         except FileExistsError as exc:
             raise self._error(path, "is written twice") from exc
-        finally:
-            os.close(src_parent)
-            os.close(dst_parent)
 
     def _dir(self, path: str, mode: int) -> None:
         parent, name = self._parent(path)
         try:
-            try:
-                os.mkdir(name, 0o755, dir_fd=parent)
-            except FileExistsError:
-                st = os.stat(name, dir_fd=parent, follow_symlinks=False)
-                if not stat.S_ISDIR(st.st_mode):
-                    raise self._error(path, "is a directory and also something else") from None
-        finally:
-            os.close(parent)
+            os.mkdir(name, 0o755, dir_fd=parent)
+        except FileExistsError:
+            st = os.stat(name, dir_fd=parent, follow_symlinks=False)
+            if not stat.S_ISDIR(st.st_mode):
+                raise self._error(path, "is a directory and also something else") from None
         self.dir_modes[path] = stat.S_IMODE(mode)
 
     def _symlink(self, path: str, target: bytes) -> None:
@@ -672,26 +689,20 @@ class _Extraction:
             os.symlink(text, name, dir_fd=parent)
         except FileExistsError as exc:
             raise self._error(path, "is written twice") from exc
-        finally:
-            os.close(parent)
         self._stamp(path)
 
     def _stamp(self, path: str) -> None:
         parent, name = self._parent(path)
-        try:
-            os.utime(name, ns=(0, 0), dir_fd=parent, follow_symlinks=False)
-        finally:
-            os.close(parent)
+        os.utime(name, ns=(0, 0), dir_fd=parent, follow_symlinks=False)
 
     def _finish_dirs(self) -> None:
         """Apply directory modes and zero mtimes, deepest first (children change parents)."""
+        assert self.dirs is not None
         for path in sorted(self.dir_modes, key=lambda p: (-p.count("/"), p)):
+            self.dirs.trim()
             parent, name = self._parent(path)
-            try:
-                os.chmod(name, self.dir_modes[path], dir_fd=parent, follow_symlinks=False)
-                os.utime(name, ns=(0, 0), dir_fd=parent, follow_symlinks=False)
-            finally:
-                os.close(parent)
+            os.chmod(name, self.dir_modes[path], dir_fd=parent, follow_symlinks=False)
+            os.utime(name, ns=(0, 0), dir_fd=parent, follow_symlinks=False)
         os.chmod(self.root_fd, 0o755)
         os.utime(self.root_fd, ns=(0, 0))
 
@@ -740,39 +751,74 @@ class _Extraction:
         }
 
 
-def open_parent(
-    root_fd: int, path: str, made: Callable[[str], None] | None = None
-) -> tuple[int, str]:
-    """Open the parent directory of ``path`` (absolute, below ``root_fd``) and name the leaf.
+class DirFds:
+    """Directory fds below ``root_fd``, each opened once with ``O_NOFOLLOW`` and kept.
 
-    Walks one component at a time with ``O_NOFOLLOW``, making missing directories (mode
-    0755, reported to ``made``); a component that is a symlink or not a directory raises
-    OSError (ELOOP or ENOTDIR) whose ``filename`` is the offending path. The caller closes
-    the returned fd.
+    :meth:`parent` walks one component at a time from the deepest directory already
+    open, making missing directories (mode 0755, reported to ``made``); a component that
+    is a symlink or not a directory raises OSError (ELOOP or ENOTDIR) whose ``filename``
+    is the offending path. The fds it returns belong to this object: callers never close
+    them, and they stay valid until :meth:`trim` or :meth:`close`. Only the caller of the
+    walk creates entries in the tree, never replacing a directory, so a kept fd is always
+    the directory that was checked when it was opened.
     """
-    *dirs, name = path.lstrip("/").split("/")
-    fd = os.dup(root_fd)
-    walked = ""
-    try:
-        for part in dirs:
-            walked += "/" + part
+
+    LIMIT = 256  # open fds kept before :meth:`trim` closes them (RLIMIT_NOFILE is 1024)
+
+    def __init__(self, root_fd: int, made: Callable[[str], None] | None = None) -> None:
+        self.root_fd = root_fd
+        self.made = made
+        self.fds: dict[str, int] = {}  # "/usr/lib64" -> fd; the root is root_fd
+
+    def parent(self, path: str) -> tuple[int, str]:
+        """The fd of the parent directory of ``path`` (absolute) and the leaf's name."""
+        folder, _, name = path.rpartition("/")
+        if name in BAD_PARTS:
+            raise OSError(errno.EINVAL, "empty, '.' or '..' component", path)
+        if not folder:
+            return self.root_fd, name
+        fd = self.fds.get(folder)
+        if fd is None:
+            fd = self._open(folder)
+        return fd, name
+
+    def _open(self, folder: str) -> int:
+        parts = folder.split("/")  # "/usr/lib64" -> ["", "usr", "lib64"]
+        if not BAD_PARTS.isdisjoint(parts[1:]):
+            raise OSError(errno.EINVAL, "empty, '.' or '..' component", folder)
+        fd, start = self.root_fd, 1
+        for known in range(len(parts) - 1, 1, -1):  # the deepest ancestor already open
+            found = self.fds.get("/".join(parts[:known]))
+            if found is not None:
+                fd, start = found, known
+                break
+        for end in range(start + 1, len(parts) + 1):
+            walked = "/".join(parts[:end])
+            part = parts[end - 1]
             try:
                 new = os.open(part, OPEN_DIR, dir_fd=fd)
             except FileNotFoundError:
                 os.mkdir(part, 0o755, dir_fd=fd)
-                if made is not None:
-                    made(walked)
+                if self.made is not None:
+                    self.made(walked)
                 new = os.open(part, OPEN_DIR, dir_fd=fd)
             except OSError as exc:
                 if exc.errno in (errno.ELOOP, errno.ENOTDIR):
                     raise OSError(exc.errno, os.strerror(exc.errno), walked) from exc
                 raise
-            os.close(fd)
+            self.fds[walked] = new
             fd = new
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd, name
+        return fd
+
+    def trim(self) -> None:
+        """Close every kept fd once there are more than :attr:`LIMIT` (between entries)."""
+        if len(self.fds) > self.LIMIT:
+            self.close()
+
+    def close(self) -> None:
+        fds, self.fds = self.fds, {}
+        for fd in fds.values():
+            os.close(fd)
 
 
 def _write_all(fd: int, data: bytes) -> None:

@@ -32,24 +32,26 @@ from __future__ import annotations
 import errno
 import hashlib
 import logging
+import multiprocessing
 import os
 import time
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import fexstack
 from fexstack import atomic, jsonio, paths
-from fexstack.errors import StageError
+from fexstack.errors import FexstackError, StageError
 from overlays import extract
 from overlays.fetch import rpm_path
 from overlays.lockfile import Lock, LockedPackage
 
 log = logging.getLogger("fexstack.stage")
 
-WORKERS = 4
+WORKERS = 4  # at most this many extraction processes (and no more than the usable cores)
 IMPLICIT_DIR = {"type": "dir", "mode": 0o755}
 
 
@@ -111,7 +113,7 @@ def stage_lock(
         link_modes = _assemble(tmp, winners, extractions)
 
     owner_map = {path: claim.package for path, claim in winners.items()}
-    jsonio.write(owners, owner_map, "owners")
+    jsonio.write(owners, owner_map, "owners", bulk=True)
     setuid = sorted(p for p, c in winners.items() if c.entry.get("setuid") or c.entry.get("setgid"))
     caps = {
         p: str(c.entry["caps_dropped"]) for p, c in winners.items() if "caps_dropped" in c.entry
@@ -132,6 +134,7 @@ def stage_lock(
         record,
         _record(lock, packages, result, winners, shared, mode_differences, link_modes),
         "stage",
+        bulk=True,  # "shared" and "dir_mode_differences" grow with the tree
     )
     log.info(
         "stage %s: %d packages (%d extracted, %d reused), %d paths, %.1f s",
@@ -145,24 +148,83 @@ def stage_lock(
     return result
 
 
-def _extract_all(
-    packages: list[LockedPackage], cache: Path, workers: int
-) -> dict[str, extract.Extracted]:
-    def one(pkg: LockedPackage) -> extract.Extracted:
+@dataclass(frozen=True)
+class _Failure:
+    """A fexstack error raised in an extraction process, as it crosses back (picklable).
+
+    FexstackError pickles with its message only; this keeps the class, message and hint.
+    """
+
+    kind: type[FexstackError]
+    message: str
+    hint: str | None
+
+    def error(self) -> FexstackError:
+        return self.kind(self.message, self.hint)
+
+
+def _extract_one(pkg: LockedPackage, cache: Path) -> extract.Extracted | _Failure:
+    """Extract (or reuse) one package; runs in a worker process or in this one."""
+    try:
         done = extract.extract(
             rpm_path(cache, pkg.sha256), pkg.sha256, cache=cache, package=pkg.name
         )
-        if done.name != pkg.name:
-            raise StageError(
-                f"the lock's package {pkg.name} (sha256 {pkg.sha256}) is an RPM of "
-                f"package {done.name}",
-                "the lock is inconsistent with its URLs: re-lock",
-            )
-        return done
+    except FexstackError as exc:
+        return _Failure(type(exc), exc.message, exc.hint)
+    if done.name != pkg.name:
+        return _Failure(
+            StageError,
+            f"the lock's package {pkg.name} (sha256 {pkg.sha256}) is an RPM of package {done.name}",
+            "the lock is inconsistent with its URLs: re-lock",
+        )
+    return done
 
-    with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="extract") as pool:
-        futures = {pkg.name: pool.submit(one, pkg) for pkg in packages}
-        return {name: future.result() for name, future in futures.items()}
+
+def _processes(workers: int, jobs: int) -> int:
+    """How many extraction processes: 1 means extracting here, without a pool."""
+    if multiprocessing.current_process().daemon:  # daemonic processes cannot have children
+        return 1
+    return max(1, min(workers, len(os.sched_getaffinity(0)), jobs))
+
+
+def _extract_all(
+    packages: list[LockedPackage], cache: Path, workers: int
+) -> dict[str, extract.Extracted]:
+    """Every package's extraction, by name; the first failure (in name order) is raised.
+
+    The cpio parsing is Python, so the packages are extracted in forked processes (one
+    package per task) to use every core; each returns its :class:`extract.Extracted`.
+    """
+    done: dict[str, extract.Extracted] = {}
+    processes = _processes(workers, len(packages))
+    if processes == 1:
+        for pkg in packages:
+            result = _extract_one(pkg, cache)
+            if isinstance(result, _Failure):
+                raise result.error()
+            done[pkg.name] = result
+        return done
+    context = multiprocessing.get_context("fork")
+    with ProcessPoolExecutor(max_workers=processes, mp_context=context) as pool:
+        futures: dict[str, Future[extract.Extracted | _Failure]] = {
+            pkg.name: pool.submit(_extract_one, pkg, cache) for pkg in packages
+        }
+        try:
+            for pkg in packages:
+                result = futures[pkg.name].result()
+                if isinstance(result, _Failure):
+                    raise result.error()
+                done[pkg.name] = result
+        except BrokenProcessPool as exc:
+            pool.shutdown(cancel_futures=True)
+            raise StageError(
+                f"an extraction process died while staging ({exc})",
+                "it was killed from outside (out of memory?); stage again",
+            ) from exc
+        except BaseException:
+            pool.shutdown(cancel_futures=True)
+            raise
+    return done
 
 
 def _parents(path: str) -> list[str]:
@@ -177,7 +239,10 @@ def _claims(extractions: Mapping[str, extract.Extracted]) -> dict[str, list[_Cla
         files = extractions[name].files
         implied: set[str] = set()
         for path in files:
-            implied.update(_parents(path))
+            parent = path.rpartition("/")[0]
+            while parent and parent not in implied:
+                implied.add(parent)
+                parent = parent.rpartition("/")[0]
         for path, entry in files.items():
             claims.setdefault(path, []).append(_Claim(name, entry, True))
         for path in sorted(implied - set(files)):
@@ -194,7 +259,9 @@ def _check_symlinks(claims: Mapping[str, list[_Claim]]) -> None:
     }
     if not links:
         return
-    for path in sorted(claims):
+    if not any(_below(path, links) for path in claims):
+        return
+    for path in sorted(claims):  # the first offence in path order, as the error
         for parent in _parents(path):
             if parent not in links:
                 continue
@@ -207,6 +274,16 @@ def _check_symlinks(claims: Mapping[str, list[_Claim]]) -> None:
                 f"{link.package} and {below.package} cannot share an overlay; exclude one "
                 "of them (or its dependent) in the stack, then re-lock",
             )
+
+
+def _below(path: str, links: Mapping[str, object]) -> bool:
+    """Whether a parent of ``path`` is in ``links``."""
+    parent = path.rpartition("/")[0]
+    while parent:
+        if parent in links:
+            return True
+        parent = parent.rpartition("/")[0]
+    return False
 
 
 def _same(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
@@ -266,48 +343,45 @@ def _assemble(
     """Write the tree under ``root``; counts of files hardlinked and copied."""
     counts = {"hardlinked": 0, "copied": 0}
     root_fd = os.open(root, extract.OPEN_DIR)
+    dirs = extract.DirFds(root_fd)
+    trees = {name: str(done.tree) for name, done in extractions.items()}
     try:
         for path in sorted(winners, key=lambda p: p.split("/")):
+            dirs.trim()
             claim = winners[path]
             entry = claim.entry
-            parent, name = extract.open_parent(root_fd, path)
-            try:
-                kind = entry["type"]
-                if kind == "dir":
-                    os.mkdir(name, 0o700, dir_fd=parent)
-                elif kind == "symlink":
-                    os.symlink(entry["target"], name, dir_fd=parent)
-                    os.utime(name, ns=(0, 0), dir_fd=parent, follow_symlinks=False)
-                elif kind == "fifo":
-                    os.mkfifo(name, int(entry["mode"]), dir_fd=parent)
-                    os.utime(name, ns=(0, 0), dir_fd=parent, follow_symlinks=False)
-                else:
-                    tree = extractions[claim.package].tree
-                    counts[_place(tree, path, parent, name, entry)] += 1
-            finally:
-                os.close(parent)
+            parent, name = dirs.parent(path)
+            kind = entry["type"]
+            if kind == "dir":
+                os.mkdir(name, 0o700, dir_fd=parent)
+            elif kind == "symlink":
+                os.symlink(entry["target"], name, dir_fd=parent)
+                os.utime(name, ns=(0, 0), dir_fd=parent, follow_symlinks=False)
+            elif kind == "fifo":
+                os.mkfifo(name, int(entry["mode"]), dir_fd=parent)
+                os.utime(name, ns=(0, 0), dir_fd=parent, follow_symlinks=False)
+            else:
+                tree = trees[claim.package]
+                counts[_place(tree, path, parent, name, entry)] += 1
         for path in sorted(
             (p for p, c in winners.items() if c.entry["type"] == "dir"),
             key=lambda p: (-p.count("/"), p),
         ):
-            parent, name = extract.open_parent(root_fd, path)
-            try:
-                os.chmod(
-                    name, int(winners[path].entry["mode"]), dir_fd=parent, follow_symlinks=False
-                )
-                os.utime(name, ns=(0, 0), dir_fd=parent, follow_symlinks=False)
-            finally:
-                os.close(parent)
+            dirs.trim()
+            parent, name = dirs.parent(path)
+            os.chmod(name, int(winners[path].entry["mode"]), dir_fd=parent, follow_symlinks=False)
+            os.utime(name, ns=(0, 0), dir_fd=parent, follow_symlinks=False)
         os.chmod(root_fd, 0o755)
         os.utime(root_fd, ns=(0, 0))
     finally:
+        dirs.close()
         os.close(root_fd)
     return counts
 
 
-def _place(tree: Path, path: str, parent: int, name: str, entry: Mapping[str, Any]) -> str:
+def _place(tree: str, path: str, parent: int, name: str, entry: Mapping[str, Any]) -> str:
     """Hardlink ``path`` of the cached ``tree`` as ``name`` in ``parent``, or copy it."""
-    source = tree / path.lstrip("/")
+    source = tree + path
     try:
         os.link(source, name, dst_dir_fd=parent, follow_symlinks=False)
         return "hardlinked"
@@ -333,7 +407,7 @@ def _place(tree: Path, path: str, parent: int, name: str, entry: Mapping[str, An
     if digest.hexdigest() != entry["sha256"]:
         raise StageError(
             f"extracted cache file {source} no longer has sha256 {entry['sha256']}",
-            f"remove {tree.parent} (the damaged extraction) and stage again",
+            f"remove {os.path.dirname(tree)} (the damaged extraction) and stage again",
         )
     return "copied"
 

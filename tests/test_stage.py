@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import os
@@ -385,3 +386,72 @@ def test_hardlinks_symlinks_fifos_in_both_package_formats(
     assert stat.S_ISFIFO((tree / "pipe").lstat().st_mode)
     assert build.record()["fifos"] == [{"path": "/usr/share/links/pipe", "package": "links"}]
     assert result.owners["/usr/share/links/sub/c"] == "links"
+
+
+def test_process_pool_reports_errors_with_message_and_hint(
+    build: Build, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(staging, "_processes", lambda workers, jobs: 2)  # even on one core
+    sentinel = tmp_path / "sentinel"
+    sentinel.mkdir()
+    hostile = crafted(
+        build,
+        tmp_path,
+        "dotdot-pool",
+        [
+            Entry("./usr/share/crafted-base/data", data=b"crafted-base\n"),
+            Entry("./../../../../sentinel/escaped", data=b"owned\n"),
+        ],
+    )
+    with pytest.raises(StageError) as err:
+        build.stage(build.lock(LIBFOO, FOOTOOL, hostile))
+    assert type(err.value) is StageError
+    assert "crafted-base" in err.value.message and "'..'" in err.value.message
+    assert "./../../../../sentinel/escaped" in err.value.message
+    assert err.value.hint is not None and "malformed or hostile" in err.value.hint
+    assert list(sentinel.iterdir()) == []
+    assert not build.staging().exists()
+    assert not extract.extracted_dir(build.cache, hostile.sha256).exists()
+    assert not list((build.cache / "extracted").glob(".tmp-*"))
+
+
+def test_process_pool_and_in_process_extraction_agree(
+    factory: Factory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    trees = {}
+    for processes in (1, 2):
+        monkeypatch.setattr(staging, "_processes", lambda workers, jobs, n=processes: n)
+        build = Build(factory, tmp_path / str(processes))
+        fds = len(os.listdir("/proc/self/fd"))
+        first = build.stage(build.lock(LIBFOO, FOOTOOL, extra("one")))
+        assert (first.extracted, first.reused) == (("foo-tools", "libfoo", "one"), ())
+        second = build.stage(build.lock(LIBFOO, FOOTOOL, extra("one"), extra("two")))
+        assert (second.extracted, second.reused) == (("two",), ("foo-tools", "libfoo", "one"))
+        record = build.record()
+        assert (record["extracted"], record["reused"], record["packages"]) == (1, 3, 4)
+        assert len(os.listdir("/proc/self/fd")) == fds  # every directory fd was closed
+        trees[processes] = (snapshot(build.staging()), build.owners())
+    assert trees[1] == trees[2]
+
+
+def test_directory_walk_refuses_dot_components(tmp_path: Path) -> None:
+    root = os.open(tmp_path, extract.OPEN_DIR)
+    dirs = extract.DirFds(root)
+    try:
+        for path in ("/a/../b", "/a/./b", "/a//b", "/a/..", "/.."):
+            with pytest.raises(OSError) as err:
+                dirs.parent(path)
+            assert err.value.errno == errno.EINVAL
+        assert list(tmp_path.iterdir()) == []  # nothing made on the way
+        (tmp_path / "real").mkdir()
+        (tmp_path / "link").symlink_to(tmp_path / "real")
+        with pytest.raises(OSError) as err:
+            dirs.parent("/link/x")
+        assert err.value.errno in (errno.ELOOP, errno.ENOTDIR) and err.value.filename == "/link"
+        fd, name = dirs.parent("/new/deeper/leaf")
+        assert name == "leaf" and (tmp_path / "new/deeper").is_dir()
+        assert dirs.parent("/new/deeper/other")[0] == fd  # opened once, kept
+    finally:
+        dirs.close()
+        os.close(root)
+    assert list((tmp_path / "real").iterdir()) == []
