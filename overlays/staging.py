@@ -44,7 +44,7 @@ from typing import Any
 
 import fexstack
 from fexstack import atomic, jsonio, paths
-from fexstack.errors import FexstackError, StageError
+from fexstack.errors import StageError
 from overlays import extract
 from overlays.fetch import rpm_path
 from overlays.lockfile import Lock, LockedPackage
@@ -148,32 +148,15 @@ def stage_lock(
     return result
 
 
-@dataclass(frozen=True)
-class _Failure:
-    """A fexstack error raised in an extraction process, as it crosses back (picklable).
+def _extract_one(pkg: LockedPackage, cache: Path) -> extract.Extracted:
+    """Extract (or reuse) one package; runs in a worker process or in this one.
 
-    FexstackError pickles with its message only; this keeps the class, message and hint.
+    A :class:`FexstackError` raised in a worker crosses back whole (it pickles with its
+    hint) and is raised again by the future.
     """
-
-    kind: type[FexstackError]
-    message: str
-    hint: str | None
-
-    def error(self) -> FexstackError:
-        return self.kind(self.message, self.hint)
-
-
-def _extract_one(pkg: LockedPackage, cache: Path) -> extract.Extracted | _Failure:
-    """Extract (or reuse) one package; runs in a worker process or in this one."""
-    try:
-        done = extract.extract(
-            rpm_path(cache, pkg.sha256), pkg.sha256, cache=cache, package=pkg.name
-        )
-    except FexstackError as exc:
-        return _Failure(type(exc), exc.message, exc.hint)
+    done = extract.extract(rpm_path(cache, pkg.sha256), pkg.sha256, cache=cache, package=pkg.name)
     if done.name != pkg.name:
-        return _Failure(
-            StageError,
+        raise StageError(
             f"the lock's package {pkg.name} (sha256 {pkg.sha256}) is an RPM of package {done.name}",
             "the lock is inconsistent with its URLs: re-lock",
         )
@@ -199,22 +182,16 @@ def _extract_all(
     processes = _processes(workers, len(packages))
     if processes == 1:
         for pkg in packages:
-            result = _extract_one(pkg, cache)
-            if isinstance(result, _Failure):
-                raise result.error()
-            done[pkg.name] = result
+            done[pkg.name] = _extract_one(pkg, cache)
         return done
     context = multiprocessing.get_context("fork")
     with ProcessPoolExecutor(max_workers=processes, mp_context=context) as pool:
-        futures: dict[str, Future[extract.Extracted | _Failure]] = {
+        futures: dict[str, Future[extract.Extracted]] = {
             pkg.name: pool.submit(_extract_one, pkg, cache) for pkg in packages
         }
         try:
             for pkg in packages:
-                result = futures[pkg.name].result()
-                if isinstance(result, _Failure):
-                    raise result.error()
-                done[pkg.name] = result
+                done[pkg.name] = futures[pkg.name].result()
         except BrokenProcessPool as exc:
             pool.shutdown(cancel_futures=True)
             raise StageError(
