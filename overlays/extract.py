@@ -42,6 +42,7 @@ import lzma
 import os
 import stat
 import struct
+import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -118,12 +119,45 @@ def extract(rpm_file: Path, sha256: str, *, cache: Path, package: str) -> Extrac
     if reused is not None:
         return reused
     _check_sha256(rpm_file, sha256, package)
-    with atomic.temp_dir(folder) as tmp:
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f"{atomic.TMP_PREFIX}{sha256}.", dir=folder.parent))
+    try:
         os.chmod(tmp, 0o755)
         meta = _Extraction(rpm_file, sha256, package, tmp / "tree").run()
         # Bulk: schema-checked in the tests (FEXSTACK_VALIDATE=1); reuse audits it.
         jsonio.write(tmp / "meta.json", meta, "extracted", bulk=True)
+        published = _publish(tmp, folder, sha256)
+    except BaseException:
+        atomic.remove(tmp)
+        raise
+    if published is not None:
+        return published
     return Extracted(sha256=sha256, tree=folder / "tree", meta=meta, fresh=True)
+
+
+def _publish(tmp: Path, folder: Path, sha256: str) -> Extracted | None:
+    """Move a finished extraction into place; None when ours is the one in place.
+
+    Another process (a build of another project sharing the cache) may have published
+    the same package meanwhile and may be linking files out of it: a complete extraction
+    already in place is kept and ours dropped; only a broken one is replaced.
+    """
+    try:
+        os.rename(tmp, folder)
+        return None
+    except OSError as exc:
+        if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+            raise
+    theirs = _reuse(folder, sha256)
+    if theirs is not None:
+        atomic.remove(tmp)
+        return theirs
+    broken = folder.parent / f"{atomic.TMP_PREFIX}{sha256}.broken.{os.getpid()}"
+    with contextlib.suppress(FileNotFoundError):  # _reuse may have removed it already
+        os.replace(folder, broken)
+    os.rename(tmp, folder)
+    atomic.remove(broken)
+    return None
 
 
 def _reuse(folder: Path, sha256: str) -> Extracted | None:

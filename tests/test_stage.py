@@ -315,6 +315,28 @@ def test_damaged_extraction_is_redone(build: Build) -> None:
     assert (build.staging() / "usr/share/foo/notes.txt").read_bytes() == b"notes\n"
 
 
+def test_concurrent_extraction_keeps_the_one_in_place(build: Build) -> None:
+    """Another process (another project sharing the cache) published the package first:
+    its complete extraction stays (it may be linking files out of it), ours is dropped;
+    a broken one in place is replaced."""
+    entry = build.entry(LIBFOO)
+    rpm = build.factory.rpm(LIBFOO)
+    first = extract.extract(rpm, entry.sha256, cache=build.cache, package="libfoo")
+    folder = extract.extracted_dir(build.cache, entry.sha256)
+    inode = (folder / "tree/usr/share/foo/notes.txt").stat().st_ino
+    other = extract.extract(rpm, entry.sha256, cache=build.root / "other", package="libfoo")
+    ours = other.tree.parent
+    kept = extract._publish(ours, folder, entry.sha256)
+    assert kept is not None and not kept.fresh and kept.meta == first.meta
+    assert (folder / "tree/usr/share/foo/notes.txt").stat().st_ino == inode
+    assert not ours.exists()
+    (folder / "meta.json").write_text("{}")  # broken: replaced by a finished extraction
+    other = extract.extract(rpm, entry.sha256, cache=build.root / "third", package="libfoo")
+    assert extract._publish(other.tree.parent, folder, entry.sha256) is None
+    assert jsonio.read(folder / "meta.json") == first.meta
+    assert [p.name for p in folder.parent.iterdir() if p.name.startswith(".tmp-")] == []
+
+
 def rpmbuild(tmp_path: Path, name: str, files: str, install: str, *, v6: bool = False) -> Path:
     """An RPM from a hand-written spec (for what the fixture factory does not express)."""
     top = tmp_path / f"rpmbuild-{name}-{'v6' if v6 else 'v4'}"
