@@ -10,6 +10,7 @@ import contextlib
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -98,6 +99,36 @@ def temp_dir(path: Path) -> Iterator[Path]:
     except BaseException:
         remove(tmp)
         raise
+
+
+# A temp entry this old in a shared cache is a leftover of a killed process: nothing
+# fexstack writes takes an hour to extract or download.
+STALE_SECONDS = 3600.0
+
+
+def sweep(folder: Path, older_than: float = STALE_SECONDS) -> int:
+    """Remove temp entries (``.tmp-*``) left in ``folder`` by killed processes.
+
+    Only entries not modified for ``older_than`` seconds are removed, so a live writer in
+    another process (a build of another project sharing the cache) is left alone.
+    Returns how many were removed.
+    """
+    try:
+        entries = list(folder.iterdir())
+    except FileNotFoundError:
+        return 0
+    cutoff = time.time() - older_than
+    removed = 0
+    for entry in entries:
+        if not entry.name.startswith(TMP_PREFIX):
+            continue
+        try:
+            if entry.lstat().st_mtime < cutoff:
+                remove(entry)
+                removed += 1
+        except FileNotFoundError:
+            continue
+    return removed
 
 
 def remove(path: Path) -> None:

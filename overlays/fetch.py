@@ -135,6 +135,7 @@ def fetch_lock(
     """
     started = time.monotonic()
     cache = cache if cache is not None else paths.cache_dir()
+    atomic.sweep(cache / RPMS)  # partial downloads of killed fetches
     stream = progress if progress is not None else sys.stderr
     packages = sorted(lock.packages, key=lambda p: (p.name, p.arch))
     keyrings = _keyrings(packages, repos, cache)

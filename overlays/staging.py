@@ -94,6 +94,7 @@ def stage_lock(
     """
     started = time.monotonic()
     cache = cache if cache is not None else paths.cache_dir()
+    atomic.sweep(cache / extract.EXTRACTED)  # leftovers of killed extractions
     owners = owners if owners is not None else record.parent / "owners.json"
     packages = sorted(lock.packages, key=lambda p: (p.name, p.arch, p.sha256))
     names = [p.name for p in packages]

@@ -348,6 +348,7 @@ def extract(path: Path, *, cache: Path | None = None) -> Extraction:
         return Extraction(appdir=appdir, cache_hit=True, seconds=time.monotonic() - start)
     entries = listing(info)
     root.mkdir(parents=True, exist_ok=True)
+    atomic.sweep(root)  # extractions a killed run left behind
     tmp = Path(tempfile.mkdtemp(prefix=f"{atomic.TMP_PREFIX}{entry_dir.name}.", dir=root))
     try:
         tmp.chmod(0o755)

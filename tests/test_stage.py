@@ -7,6 +7,7 @@ import hashlib
 import io
 import os
 import stat
+import time
 from pathlib import Path
 
 import pytest
@@ -477,3 +478,16 @@ def test_directory_walk_refuses_dot_components(tmp_path: Path) -> None:
         dirs.close()
         os.close(root)
     assert list((tmp_path / "real").iterdir()) == []
+
+
+def test_stage_sweeps_old_leftovers_of_killed_extractions(build: Build) -> None:
+    folder = build.cache / extract.EXTRACTED
+    old = folder / ".tmp-deadbeef.killed"
+    fresh = folder / ".tmp-cafe.running"
+    for leftover in (old, fresh):
+        (leftover / "tree").mkdir(parents=True)
+    hour_ago = time.time() - 2 * 3600
+    os.utime(old, (hour_ago, hour_ago))
+    build.stage(build.lock(LIBFOO))
+    assert not old.exists()  # a killed run's: removed
+    assert fresh.exists()  # may belong to a live extraction elsewhere: kept
