@@ -489,20 +489,21 @@ def baseline_once(generated: scaling.Generated, seeds: Sequence[str], work: Path
     return Run(time.perf_counter() - started, parts)
 
 
-def measure_baseline(
-    generated: scaling.Generated, seeds: Sequence[str], work: Path, runs: int
+def measure(
+    label: str, once: Callable[[], Any], work: Path, runs: int, tree: str
 ) -> tuple[Series, dict[str, int]]:
+    """``runs`` timed runs of ``once`` (the baseline's or the floor's), each from an empty
+    ``work`` folder; the counts of ``work/tree`` after the last run."""
     series = Series()
     for number in range(runs):
         if work.exists():
             _remove_tree(work)
         settle()
-        _say(f"baseline (dnf5 --installroot + mkfs.erofs) {number + 1}/{runs}")
-        run = baseline_once(generated, seeds, work)
+        _say(f"{label} {number + 1}/{runs}")
+        run = once()
         series.seconds.append(round(run.seconds, 3))
         series.parts.append(dict(run.tasks))
-    counts = tree_counts(work / "root")
-    return series, counts
+    return series, tree_counts(work / tree)
 
 
 # -- the floor: decompress every payload once, mkfs.erofs ------------------------------------------
@@ -549,21 +550,6 @@ def decompress_only(rpms: Sequence[Path]) -> dict[str, float]:
     for blob in blobs:
         total += len(zstd.decompress(blob))
     return {"seconds": round(time.perf_counter() - started, 3), "cpio_bytes": total}
-
-
-def measure_floor(
-    rpms: Sequence[Path], work: Path, runs: int, workers: int
-) -> tuple[Series, dict[str, int]]:
-    series = Series()
-    for number in range(runs):
-        if work.exists():
-            _remove_tree(work)
-        settle()
-        _say(f"floor (decompress every payload + mkfs.erofs) {number + 1}/{runs}")
-        run = floor_once(rpms, work, workers)
-        series.seconds.append(round(run.seconds, 3))
-        series.parts.append(dict(run.tasks))
-    return series, tree_counts(work / "tree")
 
 
 def tree_counts(root: Path) -> dict[str, int]:
@@ -800,12 +786,26 @@ def run_benchmark(
         "machine": machine_facts(),
     }
     if "baseline" in only:
-        series, counts = measure_baseline(generated, project.seeds, workdir / "baseline", cold_runs)
+        work = workdir / "baseline"
+        series, counts = measure(
+            "baseline (dnf5 --installroot + mkfs.erofs)",
+            lambda: baseline_once(generated, project.seeds, work),
+            work,
+            cold_runs,
+            "root",
+        )
         figures["baseline"] = series
         doc["baseline_tree"] = counts
     if "floor" in only:
         workers = os.cpu_count() or 1
-        series, counts = measure_floor(rpms, workdir / "floor", cold_runs, workers)
+        work = workdir / "floor"
+        series, counts = measure(
+            "floor (decompress every payload + mkfs.erofs)",
+            lambda: floor_once(rpms, work, workers),
+            work,
+            cold_runs,
+            "tree",
+        )
         figures["floor"] = series
         doc["floor_tree"] = counts
         doc["floor_decompress_only"] = decompress_only(rpms)
