@@ -13,7 +13,7 @@ import pytest
 from fexstack import jsonio
 from fexstack.errors import ImageError
 from overlays import lockfile, manifest, readback
-from overlays.image import build_image
+from overlays.image import ImageInfo, build_image
 from overlays.lockfile import Lock, LockedPackage, Reason
 from tests.test_image import SEED, make_tree
 
@@ -26,6 +26,21 @@ OWNERS = {
     "/usr/lib64": "filesystem",
 }
 
+
+
+def bare_manifest(image: ImageInfo, name: str = "x") -> dict[str, Any]:
+    """The manifest of a deps image with no stack files, lock, base, owners or report."""
+    return manifest.make_manifest(
+        stack_name=name,
+        stack_class="deps",
+        stack_files=[],
+        lock=None,
+        lock_path=None,
+        base_image_sha256=None,
+        owners={},
+        image=image,
+        invariants_report=None,
+    )
 
 def make_lock() -> Lock:
     def pkg(name: str, reasons: tuple[Reason, ...], epoch: int = 0) -> LockedPackage:
@@ -173,33 +188,13 @@ def test_manifest_describes_the_image_not_a_later_tree(tmp_path: Path) -> None:
     image = build_image(tree, tmp_path / "x.erofs", uuid_seed=SEED)
     (tree / "etc/foo.conf").write_text("changed after\n")
     (tree / "etc/new").write_text("new\n")
-    doc = manifest.make_manifest(
-        stack_name="x",
-        stack_class="deps",
-        stack_files=[],
-        lock=None,
-        lock_path=None,
-        base_image_sha256=None,
-        owners={},
-        image=image,
-        invariants_report=None,
-    )
+    doc = bare_manifest(image, "x")
     files = by_path(doc)
     assert "/etc/new" not in files
     assert files["/etc/foo.conf"]["size"] == len(b"key = value\n")
     # Without the read-back's entries the image itself is listed, never the tree.
     bare = dataclasses.replace(image, entries={})
-    again = manifest.make_manifest(
-        stack_name="x",
-        stack_class="deps",
-        stack_files=[],
-        lock=None,
-        lock_path=None,
-        base_image_sha256=None,
-        owners={},
-        image=bare,
-        invariants_report=None,
-    )
+    again = bare_manifest(bare, "x")
     assert again == doc
 
 

@@ -15,6 +15,7 @@ from overlays import manifest, validator
 from overlays.image import ImageInfo, build_image
 from overlays.validator import validate_against_manifest, validate_image
 from tests.test_image import SEED, make_tree
+from tests.test_manifest import bare_manifest
 
 
 @pytest.fixture(scope="module")
@@ -115,17 +116,7 @@ def test_rejects_what_is_not_erofs(tmp_path: Path) -> None:
 
 def test_validate_against_manifest(built: tuple[Path, ImageInfo], good: Path) -> None:
     tree, info = built
-    doc = manifest.make_manifest(
-        stack_name="demo",
-        stack_class="deps",
-        stack_files=[],
-        lock=None,
-        lock_path=None,
-        base_image_sha256=None,
-        owners={},
-        image=info,
-        invariants_report=None,
-    )
+    doc = bare_manifest(info, "demo")
     path = good.parent / "demo.manifest.json"
     manifest.write_manifest(path, doc)
     assert validate_against_manifest(good, path).sha256 == info.sha256
