@@ -221,9 +221,13 @@ def task_why() -> Iterator[dict[str, Any]]:
 def task_doctor() -> dict[str, Any]:
     """Preflight checks for running apps (muvm, FEX, images, display)."""
     return {
-        "doc": "preflight checks for running apps, as a table (--json for JSON)",
+        "doc": "preflight checks for running apps, as a table (--json, --stack NAME)",
         "actions": [_do(tasking.doctor)],
-        "params": [{"name": "json", "long": "json", "type": bool, "default": False}],
+        "params": [
+            {"name": "json", "long": "json", "type": bool, "default": False},
+            {"name": "stack", "long": "stack", "default": "",
+             "help": "check this app stack's own layers instead of the system defaults"},
+        ],
         "uptodate": [False],
         "verbosity": 2,
     }

@@ -289,10 +289,20 @@ def why(project: Project, name: str, package: str = "") -> None:
         print(line)
 
 
-def doctor(project: Project, json: bool = False) -> None:
+def doctor(project: Project, json: bool = False, stack: str = "") -> None:
+    """``doit doctor``: the system defaults, or with ``--stack NAME`` that app's own layers
+    (its base, gpu overlays, compat and deps overlay, as ``doit run:NAME`` would use)."""
     from runner.preflight import doctor as run_doctor
+    from runner.profile import from_stack
 
-    if not run_doctor(json_output=json):
+    profile = None
+    if stack:
+        loaded = pipeline.stack_of(project, stack)
+        compat = None
+        if pipeline.compat_record(project, loaded.base.id).exists():
+            compat = pipeline.compat_layer_path(project, loaded.base.id)
+        profile = from_stack(loaded, deps=deps_layers(project, stack), compat=compat)
+    if not run_doctor(profile, json_output=json):
         raise RunError("doctor found failing checks", "fix the checks marked fail above")
 
 

@@ -10,6 +10,7 @@ module; each run gets its own FEXSTACK_CACHE.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -220,3 +221,26 @@ def test_run_demo_muvm_argv_is_exact(built: Built, tmp_path: Path) -> None:
     assert report["outcome"] == "FAIL" and report["guest_status_code"] == 127
     assert "libdemo-greet.so.1" in report["reason"]
     assert result.returncode != 0
+
+
+# --- doit doctor ---------------------------------------------------------------------------
+
+
+def test_doctor_checks_a_stacks_own_layers(built: Built) -> None:
+    run = doit(built.project, "doctor", "--stack", "demo", "--json", cache=built.cache)
+    assert run.returncode == 0, run.output
+    report = json.loads(run.stdout[run.stdout.index("{"):run.stdout.rindex("}") + 1])
+    jsonio.validate(report, "doctor")
+    status = {c["name"]: c["status"] for c in report["checks"]}
+    assert status["image:deps:demo"] == "ok" and status["manifest:demo"] == "ok"
+    assert status["image:compat:compat"] == "ok"
+    # A damaged deps image fails the same check, naming the image.
+    image, _ = image_and_manifest(built.project)
+    saved = image.read_bytes()
+    try:
+        image.write_bytes(saved[: len(saved) // 2])
+        broken = doit(built.project, "doctor", "--stack", "demo", cache=built.cache)
+        assert broken.returncode != 0
+        assert "image:deps:demo" in broken.stdout and str(image) in broken.stdout
+    finally:
+        image.write_bytes(saved)
