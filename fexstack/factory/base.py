@@ -115,7 +115,8 @@ def base_tree(
     ``lib64_symlink`` adds ``lib64 -> usr/lib64`` (the FEX RootFS lacks it, so by default
     /lib64/ld-linux-x86-64.so.2 does not resolve). The cache covers /usr/lib64 (and a
     real /lib64 folder) plus whatever /etc/ld.so.conf includes; ldconfig does not create
-    soname links (-X), so the tree holds exactly the packaged files.
+    soname links (-X), so the tree holds exactly the packaged files. It needs root:
+    ``ldconfig -r`` chroots into the tree.
     """
     factory = factory or Factory.default()
     dest = Path(dest)
