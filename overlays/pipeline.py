@@ -16,7 +16,6 @@ from typing import Any
 from doit.exceptions import TaskFailed
 
 from fexstack import atomic, jsonio
-from fexstack.digest import sha256_file
 from fexstack.errors import FexstackError, format_error
 from overlays import lockfile
 from overlays.project import Project
@@ -56,6 +55,17 @@ def starting(*outputs: Path, replaced: tuple[Path, ...] = ()) -> None:
         if path.parent.is_dir():
             for leftover in path.parent.glob(f"{atomic.TMP_PREFIX}{path.name}.*"):
                 atomic.remove(leftover)
+
+
+def base_digest(image: Path) -> str | None:
+    """The sha256 of a base image (None for a directory base).
+
+    The check step's view remembers it by file identity across runs; the compat and image
+    steps ask the same memo instead of hashing a base of a gigabyte again each time.
+    """
+    from invariants.view import sha256_file
+
+    return sha256_file(image) if image.is_file() else None
 
 
 def stack_of(project: Project, name: str) -> Stack:
@@ -135,7 +145,7 @@ def compat(project: Project, base_id: str) -> None:
         atomic.remove(image)
         atomic.remove(manifest)
     else:
-        base_sha = sha256_file(base.image) if base.image.is_file() else None
+        base_sha = base_digest(base.image)
         info = build_image(tree, image, uuid_seed=f"compat {base_sha or base_id}")
         write_manifest(
             manifest,
@@ -252,7 +262,7 @@ def image(project: Project, name: str) -> None:
             stack_files=stack.files,
             lock=lock_data,
             lock_path=project.lock_path(name),
-            base_image_sha256=sha256_file(base) if base.is_file() else None,
+            base_image_sha256=base_digest(base),
             owners=jsonio.read(project.owners(name)),
             image=info,
             invariants_report=project.invariants(name),
