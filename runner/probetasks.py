@@ -1,14 +1,14 @@
 """doit tasks for probes, A/B runs and the start-up bench (dodo.py imports them).
 
 - ``probe:display`` and ``probe:gpu``: run in a stack's context (``--stack NAME``, default
-  the first stack with an ``[app]``; ``--bare`` leaves its deps overlays out: base, gpu
-  overlays and compat only).
+  the first stack with an ``[app]`` whose base is on this machine; ``--bare`` leaves its
+  deps overlays out: base, gpu overlays and compat only).
 - ``ab:<app>`` for each stack with an ``[app]``, and ``ab:probe-gpu``: one run per
   ``--gpu-mode`` and a diff.json.
 - ``bench:<app>``: ``--runs N`` cold and warm starts, ``--ready REGEX``.
 
-The generators take the project and the loaded stacks; called by doit with no arguments
-they use fexstack's own checkout (:data:`fexstack.paths.PROJECT_ROOT`).
+The generators take the project and its loaded stacks from dodo.py (the project dodo.py
+sits in, which need not be this checkout).
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 from fexstack.errors import ConfigError, RunError
-from fexstack.paths import PROJECT_ROOT
 from overlays import pipeline
 from overlays import tasks as tasking
 from overlays.project import Project
@@ -237,30 +236,14 @@ def bench(
 # --- task generators ---------------------------------------------------------------------
 
 
-@functools.cache
-def _loaded(root: Path) -> tuple[Project, dict[str, tasking.StackInfo]]:
-    project = Project(root)
-    return project, tasking.stacks(project)
-
-
-def _resolve(
-    project: Project | None, infos: Mapping[str, tasking.StackInfo] | None
-) -> tuple[Project, Mapping[str, tasking.StackInfo]]:
-    if project is None:
-        project, loaded = _loaded(PROJECT_ROOT)
-        return project, infos if infos is not None else loaded
-    return project, infos if infos is not None else tasking.stacks(project)
-
-
 def _do(step: Any, *args: Any) -> Any:
     return functools.partial(pipeline.action(step), *args)
 
 
 def task_probe(
-    project: Project | None = None, infos: Mapping[str, tasking.StackInfo] | None = None
+    project: Project, infos: Mapping[str, tasking.StackInfo]
 ) -> Iterator[dict[str, Any]]:
     """probe:display and probe:gpu: what the guest sees of the display and the GPU."""
-    project, infos = _resolve(project, infos)
     docs = {
         "display": "run the display probe in an app's context (DISPLAY, Wayland, X11 bridge)",
         "gpu": "run the GPU probe in an app's context (glxinfo, eglinfo, vulkaninfo renderer)",
@@ -277,10 +260,9 @@ def task_probe(
 
 
 def task_ab(
-    project: Project | None = None, infos: Mapping[str, tasking.StackInfo] | None = None
+    project: Project, infos: Mapping[str, tasking.StackInfo]
 ) -> Iterator[dict[str, Any]]:
     """ab:<app> and ab:probe-gpu: the same run under each --gpu-mode, and diff.json."""
-    project, infos = _resolve(project, infos)
     for name in app_stacks(infos):
         yield {
             "basename": f"ab:{name}",
@@ -303,10 +285,9 @@ def task_ab(
 
 
 def task_bench(
-    project: Project | None = None, infos: Mapping[str, tasking.StackInfo] | None = None
+    project: Project, infos: Mapping[str, tasking.StackInfo]
 ) -> Iterator[dict[str, Any]]:
     """bench:<app>: cold and warm start-up timings per phase (bench.json)."""
-    project, infos = _resolve(project, infos)
     for name in app_stacks(infos):
         yield {
             "basename": f"bench:{name}",
