@@ -13,7 +13,6 @@ ready and total.
 
 from __future__ import annotations
 
-import hashlib
 import statistics
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -21,11 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from fexstack import __version__, atomic, jsonio, paths
+from fexstack import __version__, atomic, jsonio
 from fexstack.errors import ConfigError
 from overlays.stack import Stack
 from runner import evidence
-from runner.launch import PHASES, AppcheckResult, RunResult, run_app
+from runner.launch import PHASES, AppcheckResult, RunResult, run_app, sanitized_dir
 from runner.profile import DepsLayer, Profile, from_stack
 
 BENCH_NAME = "bench.json"
@@ -54,9 +53,7 @@ def drop_extraction(profile: Profile) -> list[str]:
     entry = appimage.default_cache() / appimage.cache_key(profile.appimage)
     dropped = []
     if profile.sanitize:
-        appdir = entry / appimage.APPDIR_NAME
-        key = hashlib.sha256(f"{appdir}\0{','.join(profile.sanitize)}".encode()).hexdigest()
-        sanitized = paths.cache_dir() / "sanitized" / key[:32]
+        sanitized = sanitized_dir(entry / appimage.APPDIR_NAME, profile.sanitize)
         if sanitized.exists():
             atomic.remove(sanitized)
             dropped.append(str(sanitized))

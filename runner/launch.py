@@ -85,6 +85,12 @@ class _State:
     phases: dict[str, float | None] = field(default_factory=lambda: dict.fromkeys(PHASES, None))
 
 
+def sanitized_dir(appdir: Path, steps: Sequence[str]) -> Path:
+    """Where the sanitized copy of ``appdir`` for ``steps`` is kept in the cache."""
+    key = hashlib.sha256(f"{appdir}\0{','.join(steps)}".encode()).hexdigest()
+    return paths.cache_dir() / "sanitized" / key[:32]
+
+
 def _image_record(layer: Layer, hashes: Mapping[Path, str]) -> dict[str, Any]:
     path = layer.path
     kind = "directory" if path.is_dir() else "file" if path.is_file() else "missing"
@@ -202,8 +208,7 @@ def _extract(state: _State, ev: evidence.Evidence) -> Path:
         state.stage = "sanitize"
         from runner import sanitize
 
-        key = hashlib.sha256(f"{appdir}\0{','.join(profile.sanitize)}".encode()).hexdigest()
-        out = paths.cache_dir() / "sanitized" / key[:32]
+        out = sanitized_dir(appdir, profile.sanitize)
         ev.append_log(f"== sanitize {appdir} -> {out} ({', '.join(profile.sanitize)})")
         done = sanitize.sanitize(appdir, out, steps=profile.sanitize)
         jsonio.write(ev.dir / SANITIZE_EVIDENCE, done.evidence)
