@@ -385,14 +385,13 @@ def stamp_path(project: Project, step: str, name: str) -> Path:
 
 
 def _fingerprint(path: str) -> str | None:
-    import hashlib
+    from fexstack.digest import sha256_file
 
     try:
         st = os.stat(path)
         if st.st_size > _HASHED_UP_TO:
             return f"stat:{st.st_size}:{st.st_mtime_ns}:{st.st_ino}"
-        with open(path, "rb") as fh:
-            return "sha256:" + hashlib.sha256(fh.read()).hexdigest()
+        return "sha256:" + sha256_file(Path(path))
     except OSError:
         return None
 
