@@ -17,7 +17,7 @@ import fcntl
 import json
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -252,6 +252,17 @@ MISSING_IMAGE_HINTS = {
 }
 
 
+def _digest_for(role: str) -> Callable[[Path], str]:
+    """How an image's sha256 is taken: deps and compat images afresh (they are checked
+    against their manifests); the system base and gpu overlays, which are only recorded,
+    from the memo the check step keeps by file identity (no gigabyte hashed per run)."""
+    if role in ("base", "gpu"):
+        from invariants.view import sha256_file as remembered
+
+        return remembered
+    return sha256_file
+
+
 def _image_check(layer: Layer, backend: str, hashes: dict[Path, str]) -> Check:
     name = f"image:{layer.role}:{layer.name}"
     path = layer.path
@@ -265,7 +276,7 @@ def _image_check(layer: Layer, backend: str, hashes: dict[Path, str]) -> Check:
             "build the image (doit overlay:<name>) or use the native backend",
         )
     try:
-        checked = validate_image(path)
+        checked = validate_image(path, sha256_of=_digest_for(layer.role))
     except FexstackError as exc:
         hint = MISSING_IMAGE_HINTS.get(layer.role) if not path.exists() else None
         return Check(name, FAIL, exc.message, (hint or exc.hint or "").format(name=layer.name))

@@ -130,3 +130,17 @@ def test_validate_against_manifest(built: tuple[Path, ImageInfo], good: Path) ->
 def test_crc32c_matches_the_standard_check_value() -> None:
     # The standard CRC-32C check value is for the finally inverted form.
     assert validator.crc32c(b"123456789") ^ 0xFFFFFFFF == 0xE3069283
+
+
+def test_a_remembered_digest_never_replaces_the_manifest_check(
+    good: Path, built: tuple[Path, ImageInfo]
+) -> None:
+    _, info = built
+    stale = "0" * 64
+    # Only recorded: the caller's digest function is used.
+    assert validate_image(good, sha256_of=lambda _: stale).sha256 == stale
+    # Checked against a manifest: always hashed afresh, whatever the caller remembers.
+    assert validate_image(good, expected_sha256=info.sha256, sha256_of=lambda _: stale).sha256 \
+        == info.sha256
+    with pytest.raises(ImageError, match="its manifest says"):
+        validate_image(good, expected_sha256=stale, sha256_of=lambda _: stale)
