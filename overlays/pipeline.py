@@ -8,6 +8,7 @@ failed task whose message carries the hint.
 from __future__ import annotations
 
 import functools
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -179,7 +180,8 @@ def view_layers(project: Project, stack: Stack) -> list[Any]:
     from invariants.view import layer
 
     layers = [layer(stack.base.image, "base", stack.base.id)]
-    layers += [layer(path, "gpu") for path in stack.base.overlays]
+    # a gpu overlay that is not installed is skipped, as muvm skips it (FACTS.md, 2026)
+    layers += [layer(path, "gpu") for path in stack.base.overlays if os.path.lexists(path)]
     compat_path = compat_layer_path(project, stack.base.id)
     if compat_path is not None:
         layers.append(layer(compat_path, "compat", compat_path.stem))

@@ -74,9 +74,15 @@ class Repo:
     metalink: str | None = None
     gpgcheck: bool = False
     gpgkey: tuple[str, ...] = ()  # absolute paths of key files (file:// URLs are converted)
+    # The repo's own release ($releasever): a stack may take packages from another
+    # release's repository (e.g. fedora-41 for a library Fedora 44 no longer ships).
+    # None: the stack's [source].release. Once expanded, always set.
+    release: str | None = None
 
     def expand(self, release: str, arch: str) -> Repo:
-        """This repo with ``$releasever`` and ``$basearch`` substituted."""
+        """This repo with ``$releasever`` (its own release, else ``release``) and
+        ``$basearch`` substituted."""
+        release = self.release or release
 
         def sub(text: str) -> str:
             return text.replace("$releasever", release).replace("$basearch", arch)
@@ -87,6 +93,7 @@ class Repo:
             metalink=sub(self.metalink) if self.metalink else None,
             gpgcheck=self.gpgcheck,
             gpgkey=tuple(sub(k) for k in self.gpgkey),
+            release=release,
         )
 
     @property
@@ -135,6 +142,8 @@ class App:
     args: tuple[str, ...] = ()
     timeout_seconds: int | None = None
     sanitize: tuple[str, ...] = ()  # e.g. ("strip-gnu-property",)
+    plugin_dirs: tuple[Path, ...] = ()  # folders of ELF plugins the app loads (appcheck)
+    allow_execstack: bool = False  # GLIBC_TUNABLES=glibc.rtld.execstack=2 in the run
 
 
 @dataclass(frozen=True)
@@ -393,6 +402,7 @@ def load_repos(path: Path) -> dict[str, Repo]:
             metalink=entry.get("metalink"),
             gpgcheck=gpgcheck,
             gpgkey=keys,
+            release=entry.get("release"),
         )
     return repos
 
@@ -671,6 +681,8 @@ def _app(entry: dict[str, Any], folder: Path) -> App:
         args=tuple(entry.get("args", ())),
         timeout_seconds=entry.get("timeout_seconds"),
         sanitize=tuple(entry.get("sanitize", ())),
+        plugin_dirs=tuple(_local_path(p, folder) for p in entry.get("plugin_dirs", ())),
+        allow_execstack=bool(entry.get("allow_execstack", False)),
     )
 
 
@@ -698,6 +710,7 @@ def resolution_inputs(stack: Stack, base_packages: str | None = None) -> dict[st
                 "metalink": r.metalink,
                 "gpgcheck": r.gpgcheck,
                 "gpgkey": list(r.gpgkey),
+                **({"release": r.release} if r.release != stack.release else {}),
             }
             for r in stack.repos
         ],

@@ -33,7 +33,7 @@ from fexstack.errors import ConfigError, FexstackError, RunError
 from overlays.stack import Stack
 from runner import capture, evidence, hostinfo, native, preflight
 from runner import muvm as muvm_cli
-from runner.profile import DepsLayer, Layer, Profile, from_stack
+from runner.profile import GPU_ABSENT_REASON, DepsLayer, Layer, Profile, from_stack
 
 LOG_TAIL_LINES = 40
 SANITIZE_EVIDENCE = "sanitize.json"
@@ -136,6 +136,10 @@ def inputs_document(
             "appimage": (
                 os.path.realpath(profile.appimage) if profile.appimage is not None else None
             ),
+            "absent": [
+                {"role": "gpu", "path": str(p), "reason": GPU_ABSENT_REASON}
+                for p in profile.gpu_absent
+            ],
         },
         "tools": {
             "muvm": host.muvm_version,

@@ -28,7 +28,7 @@ from fexstack.errors import FexstackError, ToolError
 from overlays.validator import validate_image
 from runner import hostinfo
 from runner.muvm import MAX_IMAGES
-from runner.profile import Layer, Profile, build_profile
+from runner.profile import GPU_ABSENT_REASON, Layer, Profile, build_profile
 
 OK, WARN, FAIL = "ok", "warn", "fail"
 DOCTOR_SCHEMA = "doctor"
@@ -245,8 +245,8 @@ def check_runtime_dir(env: Mapping[str, str], private_runtime: bool) -> tuple[Ch
 MISSING_IMAGE_HINTS = {
     "base": "install Fedora's FEX RootFS (dnf install fex-emu-rootfs-fedora), or point "
     "[base].image of the stack's base at an EROFS image",
-    "gpu": "install the Mesa overlay (dnf install mesa-fex-emu-overlay-x86_64), or remove it "
-    "from [base].overlays",
+    "gpu": "an explicit gpu overlay must exist: drop it (on Fedora 43+ stock Mesa carries the "
+    "x86_64 asahi driver), or install it (dnf install mesa-fex-emu-overlay-x86_64)",
     "compat": "build it: doit compat:<base> (doit overlay:<name> builds it too)",
     "deps": "build it: doit overlay:{name}",
 }
@@ -283,6 +283,17 @@ def _image_check(layer: Layer, backend: str, hashes: dict[Path, str]) -> Check:
     hashes[path] = checked.sha256
     return Check(
         name, OK, f"{path}: EROFS, {checked.block_size}-byte blocks, sha256 {checked.sha256[:12]}"
+    )
+
+
+def check_absent_gpu(path: Path) -> Check:
+    """A gpu overlay of the base that is not installed: skipped, a warning (never INFRA)."""
+    return Check(
+        f"image:gpu:{path.stem}",
+        WARN,
+        f"{path}: skipped, {GPU_ABSENT_REASON}",
+        "nothing to do on Fedora 43 and later; on older releases install it "
+        "(dnf install mesa-fex-emu-overlay-x86_64)",
     )
 
 
@@ -398,6 +409,7 @@ def run_checks(
         checks.append(Check("image-count", OK, f"{len(layers)} images"))
     for layer in layers:
         checks.append(_image_check(layer, profile.backend, hashes))
+    checks += [check_absent_gpu(path) for path in profile.gpu_absent]
     for layer in layers:
         if layer.role == "deps":
             checks.append(check_manifest(layer, hashes))

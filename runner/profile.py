@@ -23,6 +23,13 @@ from overlays.stack import GPU_MODES, App, Base, Stack
 
 SYSTEM_ROOTFS = Path("/usr/share/fex-emu/RootFS/default.erofs")
 SYSTEM_GPU_OVERLAYS = (Path("/usr/share/fex-emu/overlays/mesa-x86_64.erofs"),)
+# Why a gpu overlay the base names may be absent (FACTS.md, 2026 facts): since Fedora 43 the
+# platform metapackage obsoletes mesa-fex-emu-overlay-* and stock Mesa carries the asahi
+# driver for x86_64; muvm skips its own missing default overlays the same way.
+GPU_ABSENT_REASON = (
+    "not installed; since Fedora 43 mesa-fex-emu-overlay-* is obsoleted (stock Mesa carries "
+    "the asahi driver for x86_64), and muvm skips its missing default overlays too"
+)
 DEFAULT_GPU_MODE = "drm"
 BACKENDS = ("muvm", "native")
 MUVM_ENV = "FEXSTACK_MUVM"
@@ -71,6 +78,9 @@ class Profile:
     timeout_seconds: float | None = None
     sanitize: tuple[str, ...] = ()
     backend: str = "native"
+    gpu_absent: tuple[Path, ...] = ()  # gpu overlays of the base (or defaults) not installed
+    # a plugin folder the app loads ELF files from (``[app].plugin_dirs``), for appcheck
+    plugin_dirs: tuple[Path, ...] = ()
 
     def layers(self) -> tuple[Layer, ...]:
         """The images in muvm's ``-f`` order: the LAST one wins on a path collision."""
@@ -116,6 +126,8 @@ class Profile:
             "timeout_seconds": self.timeout_seconds,
             "sanitize": list(self.sanitize),
             "backend": self.backend,
+            "gpu_absent": [str(p) for p in self.gpu_absent],
+            "plugin_dirs": [str(p) for p in self.plugin_dirs],
         }
 
 
@@ -163,6 +175,16 @@ def _check_timeout(seconds: float) -> float:
     return seconds
 
 
+EXECSTACK_TUNABLE = "glibc.rtld.execstack=2"
+
+
+def with_execstack(tunables: str) -> str:
+    """``GLIBC_TUNABLES`` with ``glibc.rtld.execstack=2`` (glibc 2.41+ then dlopens
+    libraries that ask for an executable stack), other tunables kept."""
+    kept = [t for t in tunables.split(":") if t and not t.startswith("glibc.rtld.execstack=")]
+    return ":".join([*kept, EXECSTACK_TUNABLE])
+
+
 def _absolute(path: Path) -> Path:
     return Path(os.path.abspath(path.expanduser()))
 
@@ -189,7 +211,9 @@ def build_profile(
 
     The base is ``base`` (a :class:`Base` or a path), else ``system_rootfs``; the gpu
     overlays are ``gpu``, else the base's overlays, else those of ``system_gpu`` that
-    exist. Every path is made absolute (the muvm guest starts in the user's home).
+    exist. A gpu overlay of the base or of the defaults that does not exist is skipped and
+    listed in ``gpu_absent`` (preflight warns about it); an explicit ``gpu`` path must exist.
+    Every path is made absolute (the muvm guest starts in the user's home).
     """
     app = app or App()
     base_path: Path
@@ -201,12 +225,13 @@ def build_profile(
         base_path = base
     else:
         base_path = system_rootfs
+    absent: tuple[Path, ...] = ()
     if gpu is not None:
         gpu_paths = tuple(gpu)
-    elif base_overlays:
-        gpu_paths = base_overlays
     else:
-        gpu_paths = tuple(p for p in system_gpu if p.exists())
+        wanted = base_overlays or tuple(system_gpu)
+        gpu_paths = tuple(p for p in wanted if os.path.lexists(p))
+        absent = tuple(p for p in wanted if not os.path.lexists(p))
     layers = tuple(d if isinstance(d, DepsLayer) else DepsLayer(*d) for d in deps)
     layers = tuple(
         DepsLayer(
@@ -216,6 +241,8 @@ def build_profile(
     )
     merged_env = dict(app.env)
     merged_env.update(env or {})
+    if app.allow_execstack:  # the user's [app] key, which appcheck's report recommends
+        merged_env["GLIBC_TUNABLES"] = with_execstack(merged_env.get("GLIBC_TUNABLES", ""))
     chosen_appimage = appimage if appimage is not None else app.appimage
     chosen_timeout = timeout_seconds if timeout_seconds is not None else app.timeout_seconds
     return Profile(
@@ -232,6 +259,8 @@ def build_profile(
         timeout_seconds=_check_timeout(chosen_timeout) if chosen_timeout is not None else None,
         sanitize=tuple(app.sanitize),
         backend=_check_backend(backend or default_backend()),
+        gpu_absent=tuple(_absolute(p) for p in absent),
+        plugin_dirs=tuple(_absolute(p) for p in app.plugin_dirs),
     )
 
 

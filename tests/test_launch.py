@@ -13,7 +13,8 @@ import pytest
 from fexstack import jsonio
 from runner import hostinfo
 from runner.launch import AppcheckResult, run_app
-from runner.profile import Profile, build_profile
+from overlays.stack import Base
+from runner.profile import GPU_ABSENT_REASON, Profile, build_profile
 from tests.test_capture import processes_with
 from tests.test_muvm import FAKE_MUVM, launches, make_erofs, use_fake_muvm, write_manifest
 
@@ -249,3 +250,70 @@ def test_announces_where_the_evidence_went(
     out = capsys.readouterr().out
     assert f"evidence: {result.evidence_dir}" in out
     assert json.loads((result.evidence_dir / "run.report.json").read_text())["outcome"] == "PASS"
+
+
+# --- a base's gpu overlay that is not installed (Fedora 43+) -----------------------------
+
+
+def _fedora44_base(tmp_path: Path, mesa: Path) -> Base:
+    """A Fedora-44-like base: the RootFS image exists, its Mesa overlay file does not
+    (the platform metapackage obsoletes mesa-fex-emu-overlay-* since Fedora 43)."""
+    return Base(
+        id="fedora-fex",
+        path=tmp_path / "fedora-fex.toml",
+        image=tmp_path / "images" / "base.erofs",
+        packages=None,
+        overlays=(mesa,),
+    )
+
+
+def test_absent_gpu_overlay_is_skipped_and_recorded(
+    muvm_profile: Profile, tmp_path: Path
+) -> None:
+    mesa = tmp_path / "no-such" / "mesa-x86_64.erofs"
+    profile = build_profile(
+        "demo",
+        base=_fedora44_base(tmp_path, mesa),
+        compat=muvm_profile.compat,
+        deps=muvm_profile.deps,
+        muvm=FAKE_MUVM,
+        backend="muvm",
+    )
+    assert profile.gpu == () and profile.gpu_absent == (mesa,)
+    result = run_app(profile, command=["/bin/true"], evidence_root=tmp_path / "ev", echo=False)
+    assert result.outcome == "PASS", result.reason
+    report = report_of(result.evidence_dir)
+    argv = launches(tmp_path / "argv.log")[0]
+    assert report["command"] == argv
+    assert str(mesa) not in argv
+    assert argv.count("-f") == 4  # base, compat and the two deps overlays
+    warned = [c for c in report["preflight"] if c["name"] == "image:gpu:mesa-x86_64"]
+    assert [c["status"] for c in warned] == ["warn"]
+    assert "Fedora 43" in warned[0]["detail"]
+    inputs = jsonio.read(result.evidence_dir / "inputs.json")
+    assert inputs["profile"]["gpu_absent"] == [str(mesa)]
+    assert inputs["resolved"]["absent"] == [
+        {"role": "gpu", "path": str(mesa), "reason": GPU_ABSENT_REASON}
+    ]
+    assert all(i["role"] != "gpu" for i in inputs["resolved"]["images"])
+
+
+def test_broken_gpu_overlay_of_the_base_still_fails_preflight(
+    muvm_profile: Profile, tmp_path: Path
+) -> None:
+    mesa = tmp_path / "images" / "mesa-broken.erofs"
+    mesa.write_bytes(b"\0" * 8192)  # installed, but not an EROFS image
+    profile = build_profile(
+        "demo",
+        base=_fedora44_base(tmp_path, mesa),
+        deps=muvm_profile.deps,
+        muvm=FAKE_MUVM,
+        backend="muvm",
+    )
+    assert profile.gpu == (mesa,) and profile.gpu_absent == ()
+    result = run_app(profile, command=["/bin/true"], evidence_root=tmp_path / "ev", echo=False)
+    assert result.outcome == "INFRA"
+    report = report_of(result.evidence_dir)
+    failed = [c["name"] for c in report["preflight"] if c["status"] == "fail"]
+    assert failed == ["image:gpu:mesa-broken"]
+    assert launches(tmp_path / "argv.log") == []  # muvm never ran, no -f for it

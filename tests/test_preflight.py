@@ -168,3 +168,35 @@ def test_doctor_json_and_table(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     # the system defaults: no FEX RootFS is installed here, so doctor fails
     monkeypatch.setenv("FEXSTACK_MUVM", str(FAKE_MUVM))
     assert preflight.doctor(stream=io.StringIO()) is False
+
+
+def test_doctor_warns_for_a_missing_mesa_overlay(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Fedora-44-like machine: the RootFS is installed, the Mesa overlay is not."""
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    monkeypatch.setattr(hostinfo, "fex_binaries", lambda: (Path("/usr/bin/FEX"),))
+    rootfs = make_erofs(tmp_path / "default.erofs", {"usr/lib64/libc.so.6": "c"})
+    mesa = tmp_path / "overlays" / "mesa-x86_64.erofs"
+    profile = build_profile(
+        "doctor", base=rootfs, muvm=FAKE_MUVM, backend="muvm", system_gpu=(mesa,)
+    )
+    assert profile.gpu == () and profile.gpu_absent == (mesa,)
+    out = io.StringIO()
+    assert preflight.doctor(profile, stream=out) is True
+    text = out.getvalue()
+    line = next(row for row in text.splitlines() if "image:gpu:mesa-x86_64" in row)
+    assert line.startswith("warn") and "Fedora 43" in line and "skipped" in line
+    assert text.splitlines()[-1] == "doctor: ok"
+    doc_out = io.StringIO()
+    preflight.doctor(profile, json_output=True, stream=doc_out)
+    doc = json.loads(doc_out.getvalue())
+    jsonio.validate(doc, "doctor")
+    assert doc["ok"] is True
+    # installed but broken: a failure, as before
+    mesa.parent.mkdir()
+    mesa.write_bytes(b"\0" * 8192)
+    broken = build_profile(
+        "doctor", base=rootfs, muvm=FAKE_MUVM, backend="muvm", system_gpu=(mesa,)
+    )
+    assert preflight.doctor(broken, stream=io.StringIO()) is False
