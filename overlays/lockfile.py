@@ -17,6 +17,7 @@ Layout (written with tomli-w, byte-stable for equal content)::
     release = "1.fc44"
     arch = "x86_64"
     repo = "fedora"
+    repo_release = "44"     # the release of that repo (a stack may use another release's)
     url = "https://.../libfoo-1.0-1.fc44.x86_64.rpm"
     sha256 = "..."
     size = 12345
@@ -75,6 +76,7 @@ class LockedPackage:
     sha256: str
     size: int
     reasons: tuple[Reason, ...]
+    repo_release: str = ""  # the Fedora release of ``repo`` ($releasever it was read with)
 
     @property
     def evr(self) -> str:
@@ -125,6 +127,7 @@ def to_toml(lock: Lock) -> bytes:
                 "release": p.release,
                 "arch": p.arch,
                 "repo": p.repo,
+                "repo_release": p.repo_release or lock.release,
                 "url": p.url,
                 "sha256": p.sha256,
                 "size": p.size,
@@ -185,6 +188,7 @@ def read(path: Path) -> Lock:
                     )
                     for r in p["reasons"]
                 ),
+                repo_release=str(p.get("repo_release", head["release"])),
             )
             for p in doc.get("package", [])
         )

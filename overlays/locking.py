@@ -7,7 +7,11 @@
   step prints "lock up to date" and loads no repository at all. Repository metadata is
   deliberately not an input: a lock changes only when its stack does.
 - No churn: a re-lock hands the previous lock's packages to the resolver as pins.
-  Packages that come out with the same NEVRA and sha256 keep their recorded URL.
+  Packages that come out with the same NEVRA and sha256 keep their recorded URL. Pins hold
+  per repository: each package records its repo and that repo's release (a stack may take
+  packages from another release's repo, ``release`` in ``stacks/repos.toml``), and a pin
+  is kept only while its repo is still used at the same release. A package that moves to
+  another repo or release is a change in the diff, even at the same NEVRA.
 - The difference to the previous lock (added, removed, changed, with versions) is
   printed and written as JSON (schema ``lockdiff``) to ``<build_dir>/lock.diff.json``.
 - The lock file is written only when its bytes change (:func:`overlays.lockfile.write`).
@@ -40,6 +44,8 @@ class Change:
     old: str  # NEVRA before
     new: str  # NEVRA after
     same_version_new_file: bool = False  # same NEVRA, different sha256
+    old_repo: str = ""  # repo@release before, when it changed
+    new_repo: str = ""  # repo@release after, when it changed
 
 
 @dataclass(frozen=True)
@@ -65,6 +71,8 @@ class LockDiff:
         out += [f"  - {p.nevra}" for p in self.removed]
         for c in self.changed:
             note = " (same version, different file)" if c.same_version_new_file else ""
+            if c.old_repo != c.new_repo:
+                note += f" (repo {c.old_repo} -> {c.new_repo})"
             out.append(
                 f"  ~ {c.name}.{c.arch}: {_evra(c.old, c.name)} -> {_evra(c.new, c.name)}{note}"
             )
@@ -96,11 +104,32 @@ def diff(old: Sequence[LockedPackage], new: Sequence[LockedPackage]) -> LockDiff
     unchanged = 0
     for k in sorted(before.keys() & after.keys()):
         a, b = before[k], after[k]
-        if a.nevra != b.nevra or a.sha256 != b.sha256:
-            changed.append(Change(k[0], k[1], a.nevra, b.nevra, a.nevra == b.nevra))
+        moved = _where(a) != _where(b)
+        if a.nevra != b.nevra or a.sha256 != b.sha256 or moved:
+            same_file = a.nevra == b.nevra and a.sha256 != b.sha256
+            changed.append(
+                Change(k[0], k[1], a.nevra, b.nevra, same_file,
+                       _where(a) if moved else "", _where(b) if moved else "")
+            )
         else:
             unchanged += 1
     return LockDiff(added, removed, tuple(changed), unchanged)
+
+
+def _where(p: LockedPackage) -> str:
+    """``repo@release`` of a locked package (the unit the no-churn rule holds for)."""
+    return f"{p.repo}@{p.repo_release}"
+
+
+def _pins(previous: Lock, repos: Sequence[Repo], arch: str) -> tuple[LockedPackage, ...]:
+    """The previous lock's packages whose repo is still used at the same release."""
+    if previous.arch != arch:
+        return ()
+    releases = {r.id: r.release or previous.release for r in repos}
+    return tuple(
+        p for p in previous.packages
+        if releases.get(p.repo) == (p.repo_release or previous.release)
+    )
 
 
 def _pkg_json(p: LockedPackage) -> dict[str, Any]:
@@ -132,6 +161,7 @@ def diff_document(
                 "old": _evra(c.old, c.name),
                 "new": _evra(c.new, c.name),
                 "same_version_new_file": c.same_version_new_file,
+                **({"old_repo": c.old_repo, "new_repo": c.new_repo} if c.old_repo else {}),
             }
             for c in result_diff.changed
         ],
@@ -197,8 +227,8 @@ def lock(
             )
         return LockResult(previous, changed=False, diff=empty, up_to_date=True)
     pins: tuple[LockedPackage, ...] = ()
-    if previous is not None and (previous.release, previous.arch) == (release, arch):
-        pins = previous.packages
+    if previous is not None:
+        pins = _pins(previous, repos, arch)
     request = Request(
         stack=stack,
         release=release,

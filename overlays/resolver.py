@@ -520,7 +520,13 @@ def _locked(p: Any, reasons: set[Reason], repos: Mapping[str, Repo]) -> LockedPa
         sha256=str(checksum.get_checksum()),
         size=int(p.get_download_size()),
         reasons=tuple(sorted(reasons, key=str)),
+        repo_release=_repo_release(p.get_repo_id(), repos),
     )
+
+
+def _repo_release(repo_id: str, repos: Mapping[str, Repo]) -> str:
+    repo = repos.get(repo_id)
+    return repo.release or "" if repo is not None else ""
 
 
 def _attempt(session: _Session, pins: Sequence[LockedPackage]) -> tuple[Any, list[str]]:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 from types import MappingProxyType
@@ -333,31 +335,54 @@ def test_resolution_inputs_ignore_comments_and_descriptions(tmp_path: Path) -> N
 
 def test_real_stacks_load() -> None:
     names = discover(REAL_STACKS)
-    assert {"bambu", "webkit", "gstreamer"} <= set(names)
-    assert "bambu" in stackmod.buildable(REAL_STACKS)
+    assert {"bambu", "bambu-webkit41", "webkit", "webkit40", "gstreamer"} <= set(names)
+    assert {"bambu", "bambu-webkit41"} <= set(stackmod.buildable(REAL_STACKS))
     bambu = load_stack(REAL_STACKS, "bambu")
     assert bambu.klass == "deps" and bambu.release == "44" and bambu.arch == "x86_64"
-    assert bambu.includes == ("webkit", "gstreamer")
-    assert {"webkit2gtk4.1", "libsoup3", "glib-networking", "gstreamer1", "gtk3"} <= set(
-        bambu.seeds
-    )
+    # the "fedora" AppImage: WebKitGTK 4.0 and libsoup 2, never libsoup 3
+    assert bambu.includes == ("webkit40", "gstreamer")
+    assert {"webkit2gtk4.0", "javascriptcoregtk4.0", "libsoup", "glib-networking",
+            "gstreamer1", "gstreamer1-plugins-base", "gtk3", "mesa-compat-libOSMesa",
+            "libglvnd-opengl", "fuse-libs"} <= set(bambu.seeds)
+    assert not {"libsoup3", "webkit2gtk4.1"} & set(bambu.seeds)
+    assert bambu.exclude == ("libsoup3",)
     assert all(reason.strip() for reason in bambu.seeds.values())
-    assert [r.id for r in bambu.repos] == ["fedora", "updates"]
-    assert all(r.gpgcheck and r.metalink and "44" in r.metalink for r in bambu.repos)
-    assert bambu.repos[1].metalink is not None and "updates-released-f44" in bambu.repos[1].metalink
-    assert bambu.repos[0].gpgkey == ("/etc/pki/rpm-gpg/RPM-GPG-KEY-fedora-44-primary",)
+    repos = {r.id: r for r in bambu.repos}
+    assert list(repos) == ["fedora", "updates", "fedora-41", "updates-41"]
+    assert all(r.gpgcheck and r.metalink for r in bambu.repos)
+    assert repos["fedora"].release == "44" and "repo=fedora-44&" in (repos["fedora"].metalink or "")
+    assert "updates-released-f44" in (repos["updates"].metalink or "")
+    assert repos["fedora"].gpgkey == ("/etc/pki/rpm-gpg/RPM-GPG-KEY-fedora-44-primary",)
+    assert repos["fedora-41"].release == "41" and repos["updates-41"].release == "41"
+    assert "repo=fedora-41&arch=x86_64" in (repos["fedora-41"].metalink or "")
+    assert "updates-released-f41&" in (repos["updates-41"].metalink or "")
+    assert repos["fedora-41"].gpgkey == ("/etc/pki/rpm-gpg/RPM-GPG-KEY-fedora-41-primary",)
     assert bambu.base.id == "fedora-fex"
     assert bambu.base.image == Path("/usr/share/fex-emu/RootFS/default.erofs")
     assert bambu.base.overlays == (Path("/usr/share/fex-emu/overlays/mesa-x86_64.erofs"),)
     assert bambu.app is not None and bambu.app.gpu_mode == "drm"
     assert bambu.app.env["WEBKIT_DISABLE_DMABUF_RENDERER"] == "1"
-    assert bambu.app.appimage is not None and bambu.app.appimage.suffix == ".AppImage"
+    assert bambu.app.appimage is not None and "linux_fedora" in bambu.app.appimage.name
+    assert bambu.app.plugin_dirs == (Path.home() / ".config/BambuStudio/plugins",)
+    assert bambu.app.allow_execstack is False  # only when the user sets it
     assert {p.name for p in bambu.files} == {
-        "bambu.toml", "webkit.toml", "gstreamer.toml", "repos.toml", "fedora-fex.toml"
+        "bambu.toml", "webkit40.toml", "gstreamer.toml", "repos.toml", "fedora-fex.toml"
     }
+    # the WebKitGTK 4.1 builds and the "ubuntu" AppImages
+    w41 = load_stack(REAL_STACKS, "bambu-webkit41")
+    assert w41.includes == ("webkit", "gstreamer") and w41.exclude == ("libsoup",)
+    assert {"webkit2gtk4.1", "libsoup3", "mesa-compat-libOSMesa"} <= set(w41.seeds)
+    assert not {"libsoup", "webkit2gtk4.0"} & set(w41.seeds)
+    assert [r.id for r in w41.repos] == ["fedora", "updates"]
+    assert w41.app is not None and w41.app.appimage is not None
+    assert "ubuntu" in w41.app.appimage.name
+    # the comments cite the facts they rest on
+    for name in ("bambu", "bambu-webkit41", "webkit40"):
+        text = (REAL_STACKS / f"{name}.toml").read_text()
+        assert "FACTS.md" in text and "issue" in text, name
 
 
-@pytest.mark.parametrize("fragment", ["webkit", "gstreamer"])
+@pytest.mark.parametrize("fragment", ["webkit", "webkit40", "gstreamer"])
 def test_real_include_only_stacks(tmp_path: Path, fragment: str) -> None:
     """They are valid includes, and loading one alone says why it cannot be built."""
     folder = stacks(tmp_path, demo=DEMO.replace('"extra"', f'"{fragment}"'))
@@ -599,3 +624,16 @@ def test_bad_base_file(tmp_path: Path) -> None:
     assert '[base].lib_dirs[0]: expected an absolute directory' in info.value.message
     with pytest.raises(ConfigError, match="no such base 'c'"):
         load_base(folder, "c")
+
+
+def test_doit_list_shows_both_bambu_flavours() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "doit", "list"],
+        cwd=REAL_STACKS.parent, capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    rows = {line.split()[0] for line in proc.stdout.splitlines() if line.strip()}
+    for name in ("bambu", "bambu-webkit41"):
+        for step in ("lock", "fetch", "stage", "check", "image", "overlay", "run", "why"):
+            assert f"{step}:{name}" in rows, proc.stdout
+    assert "lock:webkit40" not in rows  # an include-only stack has no tasks of its own
