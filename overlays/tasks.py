@@ -11,6 +11,7 @@ import dataclasses
 import glob
 import json
 import os
+import sys
 import urllib.parse
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -285,7 +286,18 @@ def why(project: Project, name: str, package: str = "") -> None:
         raise ConfigError(
             f"why:{name} needs a package name", f"run: doit why:{name} --package NAME"
         )
-    for line in why_lines(lockfile.read(project.lock_path(name)), package):
+    from overlays.locking import base_packages_of
+
+    stack = pipeline.stack_of(project, name)
+    lock = lockfile.read(project.lock_path(name))
+    base: Sequence[Any] = ()
+    if lock.package(package) is None:  # a package the base carries says so
+        try:
+            base = base_packages_of(stack)
+        except FexstackError as exc:
+            print(f"why: the base's package list is not readable here ({exc.message}); "
+                  "answering from the lock alone", file=sys.stderr)
+    for line in why_lines(lock, package, base, stack.seeds):
         print(line)
 
 

@@ -11,14 +11,15 @@ from __future__ import annotations
 import argparse
 import difflib
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from fexstack import paths
 from fexstack.errors import FexstackError, LockError, format_error
 from overlays import lockfile
 from overlays.lockfile import Lock, Reason
-from overlays.resolver import path_to_seed
+from fexstack.nevra import format_nevra
+from overlays.resolver import BasePackageLike, path_to_seed
 
 LOCK_SUFFIX = ".lock.toml"
 
@@ -29,9 +30,37 @@ def _step(package: str, reason: Reason) -> str:
     return f"required by {reason.required_by} for {reason.capability}"
 
 
-def why(lock: Lock, package_name: str) -> list[str]:
-    """One line per reason of ``package_name``: its shortest path to a seed."""
+def in_base(
+    package_name: str,
+    base_packages: Sequence[BasePackageLike],
+    seeds: Mapping[str, str] | None = None,
+) -> list[str]:
+    """``P-EVR.arch: in the base`` lines for a package the base carries (a seed of it is
+    documentation: the lock leaves it out), or [] when the base does not carry it."""
+    lines = []
+    for bp in base_packages:
+        if bp.name != package_name:
+            continue
+        nevra = format_nevra(bp.name, int(bp.epoch or 0), bp.version, bp.release, bp.arch)
+        line = f"{nevra}: in the base"
+        reason = (seeds or {}).get(package_name)
+        if reason is not None:
+            line += f' <- seed {package_name}: "{reason}" (documentation: nothing to lock)'
+        lines.append(line)
+    return lines
+
+
+def why(
+    lock: Lock,
+    package_name: str,
+    base_packages: Sequence[BasePackageLike] = (),
+    seeds: Mapping[str, str] | None = None,
+) -> list[str]:
+    """One line per reason of ``package_name``: its shortest path to a seed; for a package
+    the base carries instead, that it is in the base (:func:`in_base`)."""
     pkg = lock.package(package_name)
+    if pkg is None and (found := in_base(package_name, base_packages, seeds)):
+        return found
     if pkg is None:
         names = [p.name for p in lock.packages]
         close = difflib.get_close_matches(package_name, names, n=3)

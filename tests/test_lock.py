@@ -471,3 +471,28 @@ def test_a_seed_the_base_already_has_is_left_out(
     lock = project.lock(project.write({"glibc": "the C library", "libfoo": "x"})).lock
     assert _names(lock) == ["libbar", "libbaz", "libfoo"]
     assert "seeds already in the base: glibc" in capsys.readouterr().err
+
+
+def test_why_says_in_the_base_for_a_seed_the_base_carries(
+    project: Project, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Like gtk3 in stacks/bambu.toml: a seed Fedora's FEX RootFS already carries stays in
+    the stack as documentation, and ``doit why:<stack> --package P`` says so."""
+    from overlays import tasks
+    from overlays.project import Project as Checkout
+
+    stack = project.write({"glibc": "the C library", "libfoo": "x"})
+    lock = project.lock(stack).lock
+    assert lock.package("glibc") is None
+    base = locking.base_packages_of(stack)
+    assert why.why(lock, "glibc", base, stack.seeds) == [
+        'glibc-2.99-1.x86_64: in the base <- seed glibc: "the C library" '
+        "(documentation: nothing to lock)"
+    ]
+    capsys.readouterr()
+    tasks.why(Checkout(project.root), "demo", "glibc")
+    assert capsys.readouterr().out.startswith("glibc-2.99-1.x86_64: in the base <- seed glibc")
+    tasks.why(Checkout(project.root), "demo", "libbaz")  # a locked package: its path
+    assert "<- seed libfoo" in capsys.readouterr().out
+    with pytest.raises(LockError, match="libnope is not in the lock"):
+        tasks.why(Checkout(project.root), "demo", "libnope")
