@@ -14,6 +14,7 @@ from types import MappingProxyType
 from invariants import (
     arch,
     boundary,
+    conflict,
     focus,
     interpreter,
     isa,
@@ -58,6 +59,7 @@ INVARIANTS: Mapping[str, Invariant] = MappingProxyType({
         Invariant(interpreter.NAME, "E", "interpreter", interpreter.check, _policy(E, E, S)),
         Invariant(isa.NAME, "E", "ISA level", isa.check, _policy(E, E, S)),
         Invariant(linkability.NAME, "", "linkability", linkability.check, _policy(E, E, S)),
+        Invariant(conflict.NAME, "", "ABI conflicts", conflict.check, _policy(E, E, S)),
         Invariant(shape.NAME, "", "compat overlay shape", shape.check, _policy(S, S, E, S)),
     )
 })

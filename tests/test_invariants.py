@@ -374,7 +374,8 @@ def test_report_json_is_schema_valid_sorted_and_stable(factory: Factory, base: P
     assert [layer["class"] for layer in data["layers"]] == ["base", "deps"]
     assert set(data["invariants"]) == {"arch", "abi-boundary", "precedence", "library-focus",
                                        "privilege",
-                                       "interpreter", "isa", "linkability", "compat-shape"}
+                                       "interpreter", "isa", "linkability", "abi-conflict",
+                                       "compat-shape"}
 
 
 def test_unknown_class_is_an_error(base: Path, tmp_path: Path) -> None:
@@ -403,3 +404,38 @@ def test_privilege_fails_setuid_and_setgid_in_deps(factory: Factory, base: Path,
     refresh = run(tree, base, klass="base-refresh", owners=owners)
     assert refresh.invariants["privilege"]["status"] == "reported"
     assert not any(f.invariant == "privilege" and f.status == "fail" for f in refresh.findings)
+
+
+# --- ABI conflicts: libsoup 2 and libsoup 3 in one closure --------------------------------
+
+GLIB = Library("libglib-2.0.so.0")
+SOUP2 = Library("libsoup-2.4.so.1", needs=("libglib-2.0.so.0",))
+SOUP3 = Library("libsoup-3.0.so.0", needs=("libglib-2.0.so.0",))
+WEBKIT40 = Library("libwebkit2gtk-4.0.so.37", needs=("libsoup-2.4.so.1",))
+# a plugin built against libsoup 3 that a WebKitGTK 4.0 stack would drag in
+GST_SOUP3 = Library("libgstsoup3.so", path="/usr/lib64/gstreamer-1.0/libgstsoup3.so",
+                    needs=("libsoup-3.0.so.0", "libwebkit2gtk-4.0.so.37"))
+
+
+def test_abi_conflict_names_both_paths_and_sonames(factory: Factory, base: Path,
+                                                   tmp_path: Path) -> None:
+    from invariants import conflict
+
+    factory.register(GLIB, SOUP2, SOUP3, WEBKIT40)
+    tree = tmp_path / "t"
+    for lib in (GLIB, SOUP2, SOUP3, WEBKIT40, GST_SOUP3):
+        factory.elf(tree / lib.install_path.lstrip("/"), lib)
+    report = run(tree, base, owners={"/usr/lib64/gstreamer-1.0/libgstsoup3.so": "gst-soup"})
+    assert report.failed and report.invariants["abi-conflict"]["status"] == "fail"
+    [finding] = [f for f in report.findings if f.invariant == "abi-conflict"]
+    assert finding.path == "/usr/lib64/gstreamer-1.0/libgstsoup3.so"
+    assert finding.package == "gst-soup"
+    assert "libsoup-2.4.so.1 (/usr/lib64/libsoup-2.4.so.1)" in finding.detail
+    assert "libsoup-3.0.so.0 (/usr/lib64/libsoup-3.0.so.0)" in finding.detail
+    assert "abort" in finding.detail and finding.hint
+    # the same tree without the plugin: both sonames are there, but no process loads both
+    (tree / "usr/lib64/gstreamer-1.0/libgstsoup3.so").unlink()
+    assert run(tree, base).invariants["abi-conflict"]["status"] == "pass"
+    # the rule is data: another pair is one more row
+    assert [(c.first, c.second) for c in conflict.CONFLICTS] == [
+        ("libsoup-2.4.so.1", "libsoup-3.0.so.0")]
