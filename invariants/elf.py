@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import elftools
+from elftools.common.exceptions import ELFError
 from elftools.elf.dynamic import DynamicSegment
 from elftools.elf.elffile import ELFFile
 from elftools.elf.segments import InterpSegment
@@ -420,3 +421,23 @@ def _properties(elf: ELFFile) -> dict[str, int]:
                 if key is not None and isinstance(prop["pr_data"], int):
                     found[key] |= prop["pr_data"]
     return found
+
+
+PF_X = 0x1
+
+
+def exec_stack(path: Path) -> bool | None:
+    """Whether the ELF file asks for an executable stack: PT_GNU_STACK with PF_X, or no
+    PT_GNU_STACK at all (x86_64's default is then executable). glibc 2.41+ refuses to
+    dlopen such a library. None when ``path`` is not a readable ELF file."""
+    fh = _open_elf(path)
+    if fh is None:
+        return None
+    with fh:
+        try:
+            for segment in ELFFile(fh).iter_segments():
+                if segment["p_type"] == "PT_GNU_STACK":
+                    return bool(segment["p_flags"] & PF_X)
+        except (ELFError, ValueError, OSError):
+            return None
+    return True

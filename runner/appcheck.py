@@ -7,7 +7,19 @@ path). For every x86_64 ELF file in it:
 - interpreter: its PT_INTERP resolves in the view (blocking);
 - linkability: every DT_NEEDED of an executable's closure is found the way the loader
   searches (blocking), and of a bundled library (reported: a plugin may be unused);
-- ISA: an x86-64-v4 / AVX-512 requirement, which FEX cannot execute (blocking).
+- ISA: an x86-64-v4 / AVX-512 requirement, which FEX cannot execute (blocking);
+- ABI conflicts: a closure that loads both sonames of a pair of
+  :data:`invariants.conflict.CONFLICTS` (libsoup 2 and 3) into one process (blocking for
+  an executable);
+- executable stack: a shared library asking for one, which glibc 2.41+ refuses to dlopen
+  (reported, with the recommendation ``[app] allow_execstack = true`` unless the run's
+  GLIBC_TUNABLES already has ``glibc.rtld.execstack=2``).
+
+The environment is what the app really gets: AppRun's own changes are modelled
+(:mod:`runner.apprun`), so libraries reached through the LD_LIBRARY_PATH AppRun sets count
+as satisfied, and a profile variable AppRun unsets or overwrites is reported as having no
+effect. The ELF files of the profile's plugin folders (``[app].plugin_dirs``, e.g. Bambu's
+downloaded network plugin) are checked like the AppImage's, as libraries the app opens.
 
 The report (``appcheck.json`` in the evidence) lists every resolution.
 """
@@ -20,11 +32,13 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from invariants import elf
+from invariants import conflict, elf
 from invariants.loader import FEX_HWCAPS, Loader, Search
 from invariants.view import Layer, Node, Tree, View, index
 from overlays.stack import Stack
+from runner import apprun
 from runner.launch import AppcheckResult
+from runner.profile import EXECSTACK_TUNABLE, with_execstack
 
 FORMAT = 1
 SCHEMA = "appcheck"  # runner/schemas/appcheck.schema.json (launch.py writes appcheck.json)
@@ -54,23 +68,48 @@ def check_appdir(
     lib_dirs: Sequence[str],
     ld_library_path: Sequence[str] = (),
     hwcaps: Sequence[str] = FEX_HWCAPS,
+    env: Mapping[str, str] | None = None,
+    plugin_dirs: Sequence[Path] = (),
 ) -> dict[str, Any]:
-    """The appcheck report of ``appdir`` on top of ``view_layers`` (muvm order)."""
+    """The appcheck report of ``appdir`` on top of ``view_layers`` (muvm order).
+
+    ``env``: the run profile's environment (its LD_LIBRARY_PATH unless ``ld_library_path``
+    is given); AppRun's changes to it are applied before the search.
+    """
     appdir = appdir.resolve()
+    profile_env = dict(env or {})
+    incoming = dict(profile_env)
+    if ld_library_path:
+        incoming["LD_LIBRARY_PATH"] = ":".join(ld_library_path)
+    model = apprun.read(appdir, incoming)
+    effective = model.environment(incoming)
+    library_path = tuple(p for p in effective.get("LD_LIBRARY_PATH", "").split(":") if p)
     trees = [index(layer.root, layer.name) for layer in view_layers]
     app = app_tree(appdir)
-    view = View([*view_layers, Layer("app", appdir, "app")], [*trees, app])
+    plugins = [app_tree(d) for d in plugin_dirs if d.is_dir()]
+    view = View(
+        [*view_layers, Layer("app", appdir, "app"),
+         *(Layer("plugins", d.resolve(), "app") for d in plugin_dirs if d.is_dir())],
+        [*trees, app, *plugins],
+    )
     loader = Loader(
         view,
         Search(
             lib_dirs=tuple(lib_dirs),
-            ld_library_path=tuple(ld_library_path),
+            ld_library_path=library_path,
             hwcaps=tuple(hwcaps),
         ),
     )
     findings: list[dict[str, Any]] = []
     files: dict[str, Any] = {}
-    for path, node in app.nodes.items():
+    execstack_allowed = EXECSTACK_TUNABLE in effective.get("GLIBC_TUNABLES", "").split(":")
+    recommendations: list[str] = []
+    for item in model.no_effect(profile_env):
+        findings.append(_finding("env", str(model.path),
+                                 f"[app].env.{item['var']} has no effect: {item['detail']}",
+                                 False))
+    plugin_files = [(p, n, True) for tree in plugins for p, n in tree.nodes.items()]
+    for path, node, plugin in [*((p, n, False) for p, n in app.nodes.items()), *plugin_files]:
         if node.kind != "file":
             continue
         facts = elf.facts(node.source)
@@ -96,6 +135,22 @@ def check_appdir(
                 )
             )
         executable = facts.interp is not None
+        if plugin:
+            entry["plugin"] = True
+        if not executable and facts.e_type == "ET_DYN" and elf.exec_stack(node.source):
+            entry["execstack"] = True
+            allowed = execstack_allowed
+            findings.append(_finding(
+                "execstack", path,
+                "asks for an executable stack (PT_GNU_STACK with PF_X, or none): glibc 2.41+ "
+                "refuses to dlopen it"
+                + (f"; allowed by GLIBC_TUNABLES={EXECSTACK_TUNABLE}" if allowed else
+                   "; set [app] allow_execstack = true (GLIBC_TUNABLES="
+                   f"{EXECSTACK_TUNABLE}) or clear the flag (patchelf --clear-execstack)"),
+                False))
+            if not allowed:
+                recommendations.append(
+                    f"allow_execstack = true under [app]: {path} needs an executable stack")
         if executable:
             resolved = view.resolve(facts.interp or "")
             entry["interp"] = facts.interp
@@ -114,6 +169,8 @@ def check_appdir(
             continue
         closure = loader.closure(path, main=executable)
         entry["needs"] = [r.as_json() for r in closure.resolutions]
+        for detail in conflict.clashes(path, closure):
+            findings.append(_finding("abi-conflict", path, detail, executable))
         for miss in closure.missing:
             findings.append(
                 _finding(
@@ -131,9 +188,12 @@ def check_appdir(
         "layers": [{"name": layer.name, "class": layer.klass} for layer in view_layers],
         "search": {
             "lib_dirs": list(lib_dirs),
-            "ld_library_path": list(ld_library_path),
+            "ld_library_path": list(library_path),
             "hwcaps": list(hwcaps),
         },
+        "apprun": model.to_json(profile_env),
+        "plugin_dirs": [str(d) for d in plugin_dirs],
+        "recommendations": sorted(set(recommendations)),
         "files": files,
         "findings": sorted(findings, key=lambda f: (f["path"], f["kind"], f["detail"])),
         "blocking": len(blocking),
@@ -173,6 +233,8 @@ def hook(
     view_layers: Layers,
     lib_dirs: Sequence[str],
     ld_library_path: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
+    plugin_dirs: Sequence[Path] = (),
 ) -> Callable[[Path], AppcheckResult]:
     """An appcheck hook for ``run_app``: check the extracted AppDir on ``view_layers``.
 
@@ -186,6 +248,8 @@ def hook(
             view_layers=view_layers() if callable(view_layers) else view_layers,
             lib_dirs=lib_dirs,
             ld_library_path=ld_library_path,
+            env=env,
+            plugin_dirs=plugin_dirs,
         )
         return summarize(report)
 
@@ -194,6 +258,12 @@ def hook(
 
 def make_appcheck(stack: Stack, *, view_layers: Layers) -> Callable[[Path], AppcheckResult]:
     """The hook ``run_app`` calls with the extracted AppDir, for ``stack``'s run profile."""
-    env = stack.app.env if stack.app else {}
-    library_path = [p for p in env.get("LD_LIBRARY_PATH", "").split(":") if p]
-    return hook(view_layers=view_layers, lib_dirs=stack.base.lib_dirs, ld_library_path=library_path)
+    env = dict(stack.app.env) if stack.app else {}
+    if stack.app is not None and stack.app.allow_execstack:
+        env["GLIBC_TUNABLES"] = with_execstack(env.get("GLIBC_TUNABLES", ""))
+    return hook(
+        view_layers=view_layers,
+        lib_dirs=stack.base.lib_dirs,
+        env=env,
+        plugin_dirs=stack.app.plugin_dirs if stack.app else (),
+    )
