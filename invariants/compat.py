@@ -18,6 +18,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from fexstack import atomic, paths
+from fexstack.errors import CheckError
 from invariants import elf
 from invariants.view import Tree, View, index, sha256_file
 
@@ -61,6 +62,24 @@ def _is_loader(view: View, path: str) -> bool:
     return facts is not None and facts.is_x86_64 and facts.interp is None
 
 
+def _keep_base_symlinks(base: Tree, links: dict[str, str]) -> None:
+    """Refuse a compat tree that would hold a real directory where the base has a symlink:
+    in the merged view that directory would hide the base's symlink (Fedora's RootFS very
+    likely has /lib64 -> usr/lib64) and everything it leads to."""
+    for link in links:
+        parent = posixpath.dirname(link)
+        while parent != "/":
+            node = base.nodes.get(parent)
+            if node is not None and node.kind == "symlink":
+                raise CheckError(
+                    f"compat overlay: {link} would turn the base's symlink {parent} "
+                    f"(-> {node.target}) into a real directory",
+                    "this is a fexstack bug: the compat plan must place links through the "
+                    "base's directory symlinks; please report it with the base",
+                )
+            parent = posixpath.dirname(parent)
+
+
 def base_key(base: Path, tree: Tree) -> str:
     if base.is_file():
         return sha256_file(base)
@@ -76,6 +95,7 @@ def ensure(base: Path, interps: Iterable[str] = (X86_64_INTERP,)) -> Path | None
     links = plan(tree, wanted)
     if not links:
         return None
+    _keep_base_symlinks(tree, links)
     key = hashlib.sha256(
         json.dumps([base_key(base, tree), wanted]).encode()
     ).hexdigest()

@@ -439,3 +439,37 @@ def test_abi_conflict_names_both_paths_and_sonames(factory: Factory, base: Path,
     # the rule is data: another pair is one more row
     assert [(c.first, c.second) for c in conflict.CONFLICTS] == [
         ("libsoup-2.4.so.1", "libsoup-3.0.so.0")]
+
+
+def test_compat_on_a_base_whose_lib64_is_a_symlink(factory: Factory, tmp_path: Path,
+                                                   tmp_path_factory: pytest.TempPathFactory
+                                                   ) -> None:
+    """Fedora's RootFS very likely has /lib64 -> usr/lib64 (the filesystem package)."""
+    import shutil
+
+    from invariants.view import View, index
+
+    fedora = fedora_base(factory, tmp_path_factory.mktemp("f44"), lib64_symlink=True)
+    assert os.readlink(fedora / "lib64") == "usr/lib64"
+    assert compat.plan(index(fedora, "base")) == {}  # nothing to add
+    assert compat.ensure(fedora) is None
+    # the same base with its loader moved away from /usr/lib64: /lib64/ld-linux... is
+    # missing, and the link goes through the base's /lib64 symlink, never replacing it
+    moved = tmp_path / "moved"
+    shutil.copytree(fedora, moved, symlinks=True)
+    (moved / "opt/rtld").mkdir(parents=True)
+    os.rename(moved / "usr/lib64/ld-linux-x86-64.so.2", moved / "opt/rtld/ld-linux-x86-64.so.2")
+    tree = compat.ensure(moved)
+    assert tree is not None
+    entries = sorted(str(p.relative_to(tree)) for p in tree.rglob("*"))
+    assert entries == ["usr", "usr/lib64", "usr/lib64/ld-linux-x86-64.so.2"]
+    for folder in (p for p in tree.rglob("*") if p.is_dir() and not p.is_symlink()):
+        assert not (moved / folder.relative_to(tree)).is_symlink(), folder
+    view = View([Layer("base", moved, "base"), Layer("compat", tree, "compat")],
+                [index(moved, "base"), index(tree, "compat")])
+    assert view.resolve("/lib64", follow_last=False).kind == "symlink"
+    found = view.resolve(compat.X86_64_INTERP)
+    assert found.kind == "file" and found.path == "/opt/rtld/ld-linux-x86-64.so.2"
+    # and a plan that would cross the symlink is refused
+    with pytest.raises(CheckError, match="turn the base's symlink /lib64"):
+        compat._keep_base_symlinks(index(moved, "base"), {"/lib64/ld-linux-x86-64.so.2": "x"})
