@@ -16,9 +16,9 @@ from pathlib import Path
 
 from fexstack import paths
 from fexstack.errors import FexstackError, LockError, format_error
+from fexstack.nevra import format_nevra
 from overlays import lockfile
 from overlays.lockfile import Lock, Reason
-from fexstack.nevra import format_nevra
 from overlays.resolver import BasePackageLike, path_to_seed
 
 LOCK_SUFFIX = ".lock.toml"

@@ -154,10 +154,11 @@ def _parse(model: AppRun, lines: list[str], appdir: str, env: dict[str, str]) ->
             if _LOCATION.search(text):
                 local[var] = appdir
                 continue
-            value = _expand(text, {**env, **local})
-            if value is None:
+            expanded = _expand(text, {**env, **local})
+            if expanded is None:
                 model.kind, model.note = "complex", f"line {number}: {line!r} is not modelled"
                 return
+            value = expanded
             self_ref = bool(re.search(rf"\$\{{?{var}\b", text))
             if exported or var.isupper():
                 env[var] = value

@@ -83,7 +83,8 @@ def plugin_dir(factory: Factory, home: Path) -> Path:
     return plugins
 
 
-def run_check(world: World, appdir: Path, env: dict[str, str], plugins: tuple[Path, ...] = ()
+def run_check(world: World,  # noqa: F811
+              appdir: Path, env: dict[str, str], plugins: tuple[Path, ...] = ()
               ) -> dict[str, Any]:
     # Fedora's loader searches /usr/lib64 by default: the deps overlay is found there even
     # though AppRun overwrites LD_LIBRARY_PATH

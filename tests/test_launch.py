@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from fexstack import jsonio
+from overlays.stack import Base
 from runner import hostinfo
 from runner.launch import AppcheckResult, run_app
-from overlays.stack import Base
 from runner.profile import GPU_ABSENT_REASON, Profile, build_profile
 from tests.test_capture import processes_with
 from tests.test_muvm import FAKE_MUVM, launches, make_erofs, use_fake_muvm, write_manifest
