@@ -23,8 +23,8 @@ REPORT_KEYS = [
 ]  # fmt: skip
 INPUTS_KEYS = ["fexstack_version", "format", "host", "profile", "resolved", "tools"]
 PROFILE_KEYS = [
-    "app", "appimage", "args", "backend", "base", "compat", "deps", "env", "gpu", "gpu_mode",
-    "muvm", "sanitize", "timeout_seconds",
+    "app", "appimage", "args", "backend", "base", "compat", "deps", "env", "gpu", "gpu_absent",
+    "gpu_mode", "muvm", "plugin_dirs", "sanitize", "timeout_seconds",
 ]  # fmt: skip
 ENVIRONMENT_KEYS = [
     "arch", "cpu", "fex_binaries", "fex_version", "kernel", "muvm", "muvm_version", "page_size",
