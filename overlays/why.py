@@ -103,7 +103,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         lock = lockfile.read(args.stacks_dir / f"{args.stack}{LOCK_SUFFIX}")
-        for line in why(lock, args.package):
+        base: Sequence[BasePackageLike] = ()
+        seeds: Mapping[str, str] = {}
+        if lock.package(args.package) is None:  # the base may carry it
+            from overlays.locking import base_packages_of
+            from overlays.stack import load_stack
+
+            try:
+                stack = load_stack(args.stacks_dir, args.stack)
+                base, seeds = base_packages_of(stack), stack.seeds
+            except FexstackError as exc:
+                print(f"why: the base's package list is not readable here ({exc.message}); "
+                      "answering from the lock alone", file=sys.stderr)
+        for line in why(lock, args.package, base, seeds):
             print(line)
     except FexstackError as err:
         print(format_error(err), file=sys.stderr)

@@ -496,3 +496,6 @@ def test_why_says_in_the_base_for_a_seed_the_base_carries(
     assert "<- seed libfoo" in capsys.readouterr().out
     with pytest.raises(LockError, match="libnope is not in the lock"):
         tasks.why(Checkout(project.root), "demo", "libnope")
+    capsys.readouterr()
+    assert why.main(["--stacks-dir", str(project.stacks), "demo", "glibc"]) == 0
+    assert capsys.readouterr().out.startswith("glibc-2.99-1.x86_64: in the base <- seed glibc")

@@ -7,6 +7,7 @@ release, ``<root>/41`` for the ``fedora-41`` repo, which carries its own ``relea
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -56,7 +57,7 @@ def root(factory: Factory, tmp_path: Path) -> Path:
     return repos
 
 
-def _project(tmp_path: Path, root: Path, release: str = "44") -> Stack:
+def _project(tmp_path: Path, root: Path, release: str = "44", keys: Path | None = None) -> Stack:
     stacks = tmp_path / "stacks"
     (stacks / "bases").mkdir(parents=True, exist_ok=True)
     base_list = write_kiwi_packages(tmp_path / "base.packages", [glibc_package("2.99")])
@@ -64,9 +65,12 @@ def _project(tmp_path: Path, root: Path, release: str = "44") -> Stack:
         f'[base]\nimage = "base.erofs"\npackages = "{base_list}"\n'
     )
     url = root.as_uri() + "/$releasever"
+    sign = "" if keys is None else (
+        f'gpgcheck = true\ngpgkey = ["{keys}/RPM-GPG-KEY-fedora-$releasever-primary"]\n'
+    )
     (stacks / "repos.toml").write_text(
-        f'[repos.fedora]\nbaseurl = ["{url}"]\n\n'
-        f'[repos.fedora-41]\nbaseurl = ["{url}"]\nrelease = "41"\n'
+        f'[repos.fedora]\nbaseurl = ["{url}"]\n{sign}\n'
+        f'[repos.fedora-41]\nbaseurl = ["{url}"]\nrelease = "41"\n{sign}'
     )
     (stacks / "bambu.toml").write_text(
         '[stack]\nbase = "f44"\n\n'
@@ -140,3 +144,35 @@ def test_an_old_lock_without_repo_release_reads_as_the_lock_release(tmp_path: Pa
         'url = "file:///a.rpm"\nsha256 = "00"\nsize = 1\nreasons = [{ seed = "x" }]\n'
     )
     assert lockfile.read(path).packages[0].repo_release == "44"
+
+
+def test_each_release_is_verified_with_its_own_key(factory: Factory, tmp_path: Path) -> None:
+    """Like Fedora: fedora-41 is signed with RPM-GPG-KEY-fedora-41-primary, fedora (44) with
+    the 44 key; the repo's own release picks the key, and fetch verifies each package."""
+    import io
+    import shutil
+
+    from fexstack.errors import FetchError
+    from overlays import fetch
+
+    factory.register(GLIB, SOUP2, SOUP3, JSC40, WEBKIT40)
+    key41, key44 = factory.gpg_key("fedora-41"), factory.gpg_key("fedora-44")
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    shutil.copy(key41.public_key, keys / "RPM-GPG-KEY-fedora-41-primary")
+    shutil.copy(key44.public_key, keys / "RPM-GPG-KEY-fedora-44-primary")
+    root = tmp_path / "signed"
+    factory.repo(root / "41", F41, sign_with=key41)
+    factory.repo(root / "44", F44, sign_with=key44)
+    stack = _project(tmp_path, root, keys=keys)
+    repos = {r.id: r for r in stack.repos}
+    assert repos["fedora-41"].gpgkey == (str(keys / "RPM-GPG-KEY-fedora-41-primary"),)
+    assert repos["fedora"].gpgkey == (str(keys / "RPM-GPG-KEY-fedora-44-primary"),)
+    lock = _lock(tmp_path, stack).lock
+    result = fetch.fetch_lock(lock, repos=repos, cache=tmp_path / "cache", progress=io.StringIO())
+    assert sorted(result.rpms) == sorted(p.name for p in lock.packages)
+    assert result.signatures_checked == 4
+    # the 44 key alone cannot verify Fedora 41's packages
+    wrong = {**repos, "fedora-41": replace(repos["fedora-41"], gpgkey=repos["fedora"].gpgkey)}
+    with pytest.raises(FetchError, match="webkit2gtk4.0|libsoup|javascriptcoregtk4.0"):
+        fetch.fetch_lock(lock, repos=wrong, cache=tmp_path / "cache2", progress=io.StringIO())
