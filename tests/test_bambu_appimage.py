@@ -194,3 +194,32 @@ def test_allow_execstack_is_a_profile_key_never_set_silently(tmp_path: Path) -> 
     assert profile.env["GLIBC_TUNABLES"] == f"glibc.malloc.check=3:{EXECSTACK_TUNABLE}"
     assert profile.plugin_dirs == (tmp_path / "plugins",)
     assert profile.to_json()["plugin_dirs"] == [str(tmp_path / "plugins")]
+
+
+def test_stack_app_keys_reach_the_appcheck_hook(
+    factory: Factory, world: World, tmp_path: Path  # noqa: F811
+) -> None:
+    """[app] plugin_dirs and allow_execstack of a stack file, through make_appcheck."""
+    from overlays.stack import load_stack
+
+    appdir = bambu_appdir(factory, tmp_path)
+    plugins = plugin_dir(factory, tmp_path / "home")
+    stacks = tmp_path / "stacks"
+    (stacks / "bases").mkdir(parents=True)
+    (stacks / "repos.toml").write_text('[repos.fix]\nbaseurl = ["/nowhere"]\n')
+    dirs = ", ".join(f'"{d}"' for d in (*LIB_DIRS, "/usr/lib64"))
+    (stacks / "bases" / "f44.toml").write_text(
+        f'[base]\nimage = "base.erofs"\nlib_dirs = [{dirs}]\n')
+    text = ('[stack]\nbase = "f44"\n\n[source]\nrelease = "44"\nrepos = ["fix"]\n\n'
+            '[seeds]\nx = "y"\n\n[app]\nappimage = "a.AppImage"\n'
+            f'plugin_dirs = ["{plugins}"]\n{{extra}}[app.env]\nGTK_PATH = "/x"\n')
+    (stacks / "bambu.toml").write_text(text.format(extra=""))
+    found = appcheck.make_appcheck(load_stack(stacks, "bambu"), view_layers=world.layers)(appdir)
+    assert found.report is not None and not found.blocking
+    assert found.report["plugin_dirs"] == [str(plugins)]
+    assert found.report["recommendations"] and any(
+        "GTK_PATH has no effect" in line for line in found.findings)
+    (stacks / "bambu.toml").write_text(text.format(extra="allow_execstack = true\n"))
+    allowed = appcheck.make_appcheck(load_stack(stacks, "bambu"), view_layers=world.layers)(appdir)
+    assert allowed.report is not None and allowed.report["recommendations"] == []
+    assert any("allowed by GLIBC_TUNABLES" in line for line in allowed.findings)
