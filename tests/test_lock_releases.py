@@ -174,5 +174,5 @@ def test_each_release_is_verified_with_its_own_key(factory: Factory, tmp_path: P
     assert result.signatures_checked == 4
     # the 44 key alone cannot verify Fedora 41's packages
     wrong = {**repos, "fedora-41": replace(repos["fedora-41"], gpgkey=repos["fedora"].gpgkey)}
-    with pytest.raises(FetchError, match="webkit2gtk4.0|libsoup|javascriptcoregtk4.0"):
+    with pytest.raises(FetchError, match=r"webkit2gtk4\.0|libsoup|javascriptcoregtk4\.0"):
         fetch.fetch_lock(lock, repos=wrong, cache=tmp_path / "cache2", progress=io.StringIO())
