@@ -7,8 +7,9 @@ app never sees a profile's LD_LIBRARY_PATH, and its bundled libraries in bin/ ar
 
 :func:`read` models a simple shell AppRun, line by line:
 
-- ``DIR="$(dirname "$(readlink -f "$0")")"`` and the like (any assignment whose value uses
-  ``$0``, ``${0}`` or ``BASH_SOURCE``): a location variable, the AppDir itself;
+- ``DIR="$(dirname "$0")"``, ``HERE="$(dirname "$(readlink -f "$0")")"`` and the like (any
+  assignment whose value uses ``$0``, ``${0}`` or ``BASH_SOURCE``): a location variable, the
+  AppDir itself (fexstack starts AppRun by its absolute path, so ``dirname "$0"`` is it);
 - ``export VAR=value``, ``VAR=value`` (then or before ``export VAR``), ``unset A B``:
   ``$DIR``-style variables, ``$VAR`` and ``${VAR}`` of the environment so far expand;
   an assignment to an upper-case name counts as an environment change (such names come

@@ -23,12 +23,21 @@ from runner.packer import build_appimage
 from runner.profile import EXECSTACK_TUNABLE, with_execstack
 from tests.test_appcheck import LIB_DIRS, PRESENT, World, make_appdir, world  # noqa: F401
 
+# Shaped like the AppRun Bambu's src/platform/unix/build_appimage.sh.in writes.
 BAMBU_APPRUN = """#!/bin/sh
-DIR="$(dirname "$(readlink -f "$0")")"
-unset GTK_PATH GTK_EXE_PREFIX GIO_MODULE_DIR GSETTINGS_SCHEMA_DIR
+
+DIR="$(dirname "$0")"
+
+# keep a host shell's runtime paths out of the app
+unset GTK_PATH
+unset GTK_EXE_PREFIX
+unset GIO_MODULE_DIR
+unset GSETTINGS_SCHEMA_DIR
 unset GDK_PIXBUF_MODULE_FILE
 unset LD_PRELOAD
+
 export LD_LIBRARY_PATH="$DIR/bin"
+
 exec "$DIR/bin/bambu-studio" "$@"
 """
 UNSET = ["GDK_PIXBUF_MODULE_FILE", "GIO_MODULE_DIR", "GSETTINGS_SCHEMA_DIR", "GTK_EXE_PREFIX",
@@ -116,7 +125,7 @@ def test_bambu_like_appimage_gets_apprun_environment(
     env_findings = {f["detail"].split()[0]: f for f in report["findings"] if f["kind"] == "env"}
     assert set(env_findings) == {"[app].env.LD_LIBRARY_PATH", "[app].env.GTK_PATH"}
     assert "overwrites it" in env_findings["[app].env.LD_LIBRARY_PATH"]["detail"]
-    assert "unsets it (line 3)" in env_findings["[app].env.GTK_PATH"]["detail"]
+    assert "unsets it (line 6)" in env_findings["[app].env.GTK_PATH"]["detail"]
     # the downloaded plugin: linkable (through $DIR/bin), executable stack reported
     plugin = str(plugins.resolve() / NETWORKING.soname)
     assert report["files"][plugin]["plugin"] is True
