@@ -46,6 +46,8 @@ UNSET = ["GDK_PIXBUF_MODULE_FILE", "GIO_MODULE_DIR", "GSETTINGS_SCHEMA_DIR", "GT
 BUNDLED = Library("libbambu-bundled.so.1")  # in bin/, reached only through $DIR/bin
 SOUP2 = Library("libsoup-2.4.so.1")
 SOUP3 = Library("libsoup-3.0.so.0")
+WEBKIT40 = Library("libwebkit2gtk-4.0.so.37", needs=(SOUP2.soname,))
+NET3 = Library("libbambu-net3.so.1", needs=(SOUP3.soname,))
 NETWORKING = Library("libbambu_networking.so", needs=(BUNDLED.soname,))
 MAIN = Executable("/bin/bambu-studio", needs=(BUNDLED.soname, PRESENT.soname))
 PROFILE_ENV = {
@@ -71,13 +73,14 @@ def set_exec_stack(path: Path) -> None:
 
 
 def bambu_appdir(factory: Factory, root: Path, *, soup3: bool = False) -> Path:
-    factory.register(BUNDLED, SOUP2, SOUP3)
+    factory.register(BUNDLED, SOUP2, SOUP3, WEBKIT40, NET3)
     main = MAIN if not soup3 else Executable(
-        "/bin/bambu-studio", needs=(BUNDLED.soname, PRESENT.soname, SOUP2.soname, SOUP3.soname))
+        "/bin/bambu-studio", needs=(BUNDLED.soname, PRESENT.soname, WEBKIT40.soname,
+                                    NET3.soname))
     elves: dict[str, Library | Executable] = {
         "bin/bambu-studio": main, f"bin/{BUNDLED.soname}": BUNDLED}
-    if soup3:
-        elves.update({f"bin/{SOUP2.soname}": SOUP2, f"bin/{SOUP3.soname}": SOUP3})
+    if soup3:  # a bundled library built on libsoup 3, next to WebKitGTK 4.0 from the stack
+        elves.update({f"bin/{NET3.soname}": NET3, f"bin/{SOUP3.soname}": SOUP3})
     appdir = make_appdir(factory, root / "AppDir", elves)
     (appdir / "AppRun").write_text(BAMBU_APPRUN)
     (appdir / "AppRun").chmod(0o755)
@@ -158,13 +161,29 @@ def test_bambu_like_appimage_gets_apprun_environment(
 def test_libsoup2_and_libsoup3_in_one_process_block(
     factory: Factory, world: World, tmp_path: Path  # noqa: F811
 ) -> None:
-    appdir = bambu_appdir(factory, tmp_path, soup3=True)
-    report = run_check(world, appdir, {})
-    [clash] = [f for f in report["findings"] if f["kind"] == "abi-conflict"]
-    assert clash["blocking"] is True and clash["path"] == f"{appdir.resolve()}/bin/bambu-studio"
-    assert f"libsoup-2.4.so.1 ({appdir.resolve()}/bin/libsoup-2.4.so.1)" in clash["detail"]
-    assert f"libsoup-3.0.so.0 ({appdir.resolve()}/bin/libsoup-3.0.so.0)" in clash["detail"]
+    """The merged closure: WebKitGTK 4.0 and libsoup 2 come from a deps overlay (the stack),
+    libsoup 3 from a library the AppImage bundles; bambu-studio would load both."""
+    from invariants.view import Layer
+
+    stack = tmp_path / "webkit40-overlay"
+    for lib in (WEBKIT40, SOUP2):
+        factory.elf(stack / lib.install_path.lstrip("/"), lib)
+    appdir = bambu_appdir(factory, tmp_path, soup3=True).resolve()
+    report = appcheck.check_appdir(
+        appdir, view_layers=(*world.layers, Layer("webkit40", stack, "deps")),
+        lib_dirs=(*LIB_DIRS, "/usr/lib64"), env={})
+    jsonio.validate(report, appcheck.SCHEMA)
+    main = f"{appdir}/bin/bambu-studio"
+    clashes = [f for f in report["findings"] if f["kind"] == "abi-conflict"]
+    assert [f["path"] for f in clashes] == [main]  # the bundled lib alone reaches only soup 3
+    [clash] = clashes
+    assert clash["blocking"] is True
+    assert "libsoup-2.4.so.1 (/usr/lib64/libsoup-2.4.so.1)" in clash["detail"]
+    assert f"libsoup-3.0.so.0 ({appdir}/bin/libsoup-3.0.so.0)" in clash["detail"]
     assert appcheck.summarize(report).blocking
+    # without the stack's WebKitGTK 4.0 nothing clashes (and the soname is simply missing)
+    alone = run_check(world, appdir, {})
+    assert not [f for f in alone["findings"] if f["kind"] == "abi-conflict"]
 
 
 @pytest.mark.parametrize(
