@@ -216,6 +216,9 @@ def summarize(report: Mapping[str, Any]) -> AppcheckResult:
         )
     else:
         summary = f"{elves} ELF files load in the merged view ({len(findings)} note(s))"
+    wanted = sorted({r.split(":", 1)[0] for r in report.get("recommendations", ())})
+    if wanted:
+        summary += f"; recommended in the stack: {', '.join(wanted)}"
     lines = tuple(
         f"{'BLOCKING' if f['blocking'] else 'note'} {f['kind']}: {f['path']}: {f['detail']}"
         for f in findings

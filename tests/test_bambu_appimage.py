@@ -140,6 +140,10 @@ def test_bambu_like_appimage_gets_apprun_environment(
     assert report["recommendations"] == [
         f"allow_execstack = true under [app]: {plugin} needs an executable stack"]
     assert report["files"][f"{appdir}/bin/{BUNDLED.soname}"].get("execstack") is None
+    summary = appcheck.summarize(report)
+    assert not summary.blocking
+    assert summary.summary.endswith(
+        "; recommended in the stack: allow_execstack = true under [app]")
 
     # Without the AppRun model the bundled library would be missing: the profile's path.
     (appdir / "AppRun").chmod(0o755)
