@@ -473,3 +473,34 @@ def test_compat_on_a_base_whose_lib64_is_a_symlink(factory: Factory, tmp_path: P
     # and a plan that would cross the symlink is refused
     with pytest.raises(CheckError, match="turn the base's symlink /lib64"):
         compat._keep_base_symlinks(index(moved, "base"), {"/lib64/ld-linux-x86-64.so.2": "x"})
+
+
+@pytest.mark.privileged
+def test_compat_keeps_the_lib64_symlink_under_real_overlayfs(
+    privileged: None, factory: Factory, tmp_path: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """The kernel's overlayfs (compat over base, as muvm stacks them) agrees with the view:
+    /lib64 stays the base's symlink and the loader path resolves through it."""
+    import shutil
+    import subprocess
+
+    fedora = fedora_base(factory, tmp_path_factory.mktemp("f44"), lib64_symlink=True)
+    moved = tmp_path / "moved"
+    shutil.copytree(fedora, moved, symlinks=True)
+    (moved / "opt/rtld").mkdir(parents=True)
+    os.rename(moved / "usr/lib64/ld-linux-x86-64.so.2", moved / "opt/rtld/ld-linux-x86-64.so.2")
+    tree = compat.ensure(moved)
+    assert tree is not None
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    script = ('mount -t overlay overlay -o "lowerdir=$1:$2" "$3" && stat -c %F "$3/lib64" && '
+              'readlink "$3/lib64" && link=$(readlink "$3/lib64/ld-linux-x86-64.so.2") && '
+              'echo "$link" && stat -c %F "$3$link"')
+    out = subprocess.run(["unshare", "-m", "sh", "-c", script, "sh", str(tree), str(moved),
+                          str(mnt)], capture_output=True, text=True, check=False)
+    assert out.returncode == 0, out.stderr
+    kind, target, loader, loader_kind = out.stdout.splitlines()
+    assert (kind, target) == ("symbolic link", "usr/lib64")
+    # the compat link, reached through the base's /lib64 symlink, leads to the loader file
+    assert (loader, loader_kind) == ("/opt/rtld/ld-linux-x86-64.so.2", "regular file")
