@@ -108,6 +108,13 @@ def check_appdir(
         findings.append(_finding("env", str(model.path),
                                  f"[app].env.{item['var']} has no effect: {item['detail']}",
                                  False))
+    for folder in plugin_dirs:
+        if not folder.is_dir():
+            findings.append(_finding(
+                "plugins", str(folder.absolute()),
+                "plugin folder does not exist (yet): nothing in it was checked; an app that "
+                "downloads its plugins on first start (Bambu's network plugin) fills it then",
+                False))
     plugin_files = [(p, n, True) for tree in plugins for p, n in tree.nodes.items()]
     for path, node, plugin in [*((p, n, False) for p, n in app.nodes.items()), *plugin_files]:
         if node.kind != "file":

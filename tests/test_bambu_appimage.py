@@ -149,7 +149,9 @@ def test_bambu_like_appimage_gets_apprun_environment(
     (appdir / "AppRun").chmod(0o755)
     elf_apprun = tmp_path / "elf-apprun"
     factory.elf(elf_apprun / "AppRun", Executable("/AppRun"))
-    bare = run_check(world, elf_apprun, PROFILE_ENV)
+    bare = run_check(world, elf_apprun, PROFILE_ENV, (tmp_path / "no-plugins-yet",))
+    [nothing] = [f for f in bare["findings"] if f["kind"] == "plugins"]
+    assert nothing["path"] == str(tmp_path / "no-plugins-yet") and not nothing["blocking"]
     assert bare["apprun"]["kind"] == "elf" and "ELF" in bare["apprun"]["note"]
     assert bare["search"]["ld_library_path"] == ["/usr/lib64"]
 
