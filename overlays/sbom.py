@@ -1,8 +1,9 @@
 """The SBOM of a published overlay: SPDX 2.3 JSON, made with spdx-tools.
 
 One SPDX package per locked RPM: its name, version (``[epoch:]version-release``), the
-license its RPM header declares, its sha256, where it was downloaded from and the
-repository it came from (``sourceInfo`` and a ``purl`` with ``repository_id``), plus one
+license its RPM header declares, its sha256, where it was downloaded from
+(``downloadLocation`` for http/https/ftp URLs) and the repository it came from
+(``sourceInfo``: repository id and URL, and a ``purl`` with ``repository_id``), plus one
 package for the overlay image itself that CONTAINS them. A license string that is not a
 valid SPDX expression (older Fedora packages still carry callaway names) is kept verbatim
 as a ``LicenseRef-`` with its text.
@@ -57,6 +58,15 @@ def _purl(pkg: LockedPackage, release: str) -> str:
         qualifiers["epoch"] = str(pkg.epoch)
     query = "&".join(f"{k}={urllib.parse.quote(v, safe='')}" for k, v in sorted(qualifiers.items()))
     return f"pkg:rpm/fedora/{urllib.parse.quote(pkg.name)}@{pkg.version}-{pkg.release}?{query}"
+
+
+def _download_location(url: str) -> Any:
+    """The package's URL where SPDX allows one (http, https, ftp); else NOASSERTION (a
+    file:// repository: the URL is still in sourceInfo)."""
+    from spdx_tools.spdx.model import SpdxNoAssertion
+
+    scheme = urllib.parse.urlparse(url).scheme
+    return url if scheme in ("http", "https", "ftp") else SpdxNoAssertion()
 
 
 def _license(text: str | None, refs: dict[str, str]) -> Any:
@@ -131,13 +141,13 @@ def make_sbom(
             Package(
                 spdx_id=pkg_id,
                 name=pkg.name,
-                download_location=pkg.url or SpdxNoAssertion(),
+                download_location=_download_location(pkg.url),
                 version=pkg.evr,
                 file_name=Path(urllib.parse.urlparse(pkg.url).path).name or None,
                 supplier=SpdxNoAssertion(),
                 files_analyzed=False,
                 checksums=[Checksum(ChecksumAlgorithm.SHA256, pkg.sha256)],
-                source_info=f"from repository {pkg.repo}",
+                source_info=f"from repository {pkg.repo}: {pkg.url}",
                 license_concluded=SpdxNoAssertion(),
                 license_declared=_license(licenses.get(pkg.sha256), refs),
                 copyright_text=SpdxNoAssertion(),
@@ -173,6 +183,11 @@ def make_sbom(
             "report this: a locked package has a field spdx-tools refuses",
         )
     doc: dict[str, Any] = DocumentConverter().convert(document)
+    # spdx-tools 0.8 writes the enum's Python name (PACKAGE_MANAGER); SPDX 2.3 JSON spells
+    # it PACKAGE-MANAGER (the schema's enum): the schema check below catches any other.
+    for package in doc.get("packages", []):
+        for ref in package.get("externalRefs", []):
+            ref["referenceCategory"] = str(ref.get("referenceCategory", "")).replace("_", "-")
     validate(doc, f"the SBOM of {stack_name}")
     return doc
 
