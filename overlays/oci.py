@@ -92,7 +92,7 @@ def _client(ref: Reference) -> Any:
     import oras.provider
     import requests
 
-    unretried = oras.provider.Registry.do_request.__wrapped__  # type: ignore[attr-defined]
+    unretried = oras.provider.Registry.do_request.__wrapped__
 
     class OneTry(oras.provider.Registry):  # type: ignore[misc]
         def do_request(
@@ -105,7 +105,10 @@ def _client(ref: Reference) -> Any:
             stream: bool = False,
         ) -> requests.Response:
             try:
-                return unretried(self, url, method, data, headers, json, stream)
+                response: requests.Response = unretried(
+                    self, url, method, data, headers, json, stream
+                )
+                return response
             except requests.exceptions.ConnectionError as exc:
                 raise RegistryError(
                     f"cannot reach the registry at {url}: {_reason(exc)}",
@@ -216,12 +219,14 @@ def parse_manifest(body: bytes, where: str) -> dict[str, Any]:
         doc = json.loads(body)
     except ValueError as exc:
         raise RegistryError(f"{where}: the manifest is not JSON: {exc}") from exc
-    if not isinstance(doc, dict) or doc.get("mediaType", MANIFEST_MEDIA_TYPE) != MANIFEST_MEDIA_TYPE:
+    media_type = doc.get("mediaType", MANIFEST_MEDIA_TYPE) if isinstance(doc, dict) else None
+    if media_type != MANIFEST_MEDIA_TYPE:
         raise RegistryError(
             f"{where}: not an OCI image manifest",
             "publish the overlay with doit publish:<stack> --to REF",
         )
-    return doc
+    manifest: dict[str, Any] = doc
+    return manifest
 
 
 def fetch_blob(

@@ -189,7 +189,11 @@ def publish(project: Project, name: str, to: str = "") -> str:
     config = {
         "format": FORMAT,
         "stack": name,
-        "base": {"id": stack.base.id, "image_sha256": bound.base, "overlays_sha256": list(bound.gpu)},
+        "base": {
+            "id": stack.base.id,
+            "image_sha256": bound.base,
+            "overlays_sha256": list(bound.gpu),
+        },
         "lock_sha256": bound.lock,
         "image_sha256": bound.image,
     }

@@ -20,8 +20,11 @@ import pytest
 
 from fexstack.errors import RegistryError
 from overlays import oci, publish, sbom
+from tests import test_demo
 from tests.registry_support import Registry, free_port, running_registry
-from tests.test_demo import Doit, copy_project, doit, privileged  # noqa: F401 (fixture)
+from tests.test_demo import Doit, copy_project, doit
+
+privileged = test_demo.privileged  # the demo build needs root (mounts, chroot)
 
 
 def _tree(path: Path) -> list[tuple[str, int]]:
@@ -165,7 +168,9 @@ def test_publish_pushes_the_layers_and_binding(published: Published) -> None:
     assert digest == published.digest
     manifest = json.loads(body)
     types = [layer["mediaType"] for layer in manifest["layers"]]
-    assert types == [publish.IMAGE, publish.MANIFEST, publish.LOCK, publish.INVARIANTS, sbom.MEDIA_TYPE]
+    assert types == [
+        publish.IMAGE, publish.MANIFEST, publish.LOCK, publish.INVARIANTS, sbom.MEDIA_TYPE
+    ]
     ann = manifest["annotations"]
     base = published.project / "build/demo/base.erofs"
     assert ann[publish.ANN_BASE] == "sha256:" + hashlib.sha256(base.read_bytes()).hexdigest()
@@ -220,7 +225,8 @@ def test_sbom_validates_against_the_official_schema(published: Published, tmp_pa
     jsonschema.Draft7Validator(schema).validate(doc)
     assert doc["spdxVersion"] == "SPDX-2.3"
     lock = (project / "stacks/demo.lock.toml").read_text()
-    rpms = {p["name"]: p for p in doc["packages"] if "purl" in json.dumps(p)}  # type: ignore[union-attr]
+    packages: list[dict[str, object]] = doc["packages"]  # type: ignore[assignment]
+    rpms = {p["name"]: p for p in packages if "purl" in json.dumps(p)}
     assert set(rpms) == {"libdemo-greet", "libdemo-fmt", "demo-data"} or set(rpms) >= {
         "libdemo-greet", "demo-data"}
     for pkg in rpms.values():
@@ -251,7 +257,9 @@ def test_pull_refuses_another_base_and_keeps_nothing(published: Published, tmp_p
     assert _tree(cache / "oci") == [] and not (project / "build/pulled").exists()
 
 
-def test_pull_refuses_another_lock_saying_what_differs(published: Published, tmp_path: Path) -> None:
+def test_pull_refuses_another_lock_saying_what_differs(
+    published: Published, tmp_path: Path
+) -> None:
     project = clone_of(published, tmp_path / "c")
     lock = project / "stacks/demo.lock.toml"
     lock.write_text(lock.read_text() + "# edited by hand\n")  # same packages, other bytes
