@@ -343,3 +343,17 @@ def test_run_builds_locally_once_the_lock_no_longer_matches(
     assert adoptable(Project(project), stack) is None
     local = doit(project, "info", "run:demo", cache=cache)
     assert "overlay:demo" in local.output, local.output
+
+
+def test_a_malformed_pin_is_a_stack_error(tmp_path: Path) -> None:
+    from fexstack.errors import ConfigError
+    from overlays.stack import load_stack
+
+    project = copy_project(tmp_path / "p")
+    stack = project / "stacks/demo.toml"
+    stack.write_text(stack.read_text() + '\n[pull]\ndigest = "sha256:abc"\n')
+    with pytest.raises(ConfigError) as err:
+        load_stack(project / "stacks", "demo")
+    assert "pull" in err.value.message and "digest" in err.value.message
+    stack.write_text(stack.read_text().replace("sha256:abc", "sha256:" + "a" * 64))
+    assert load_stack(project / "stacks", "demo").pull_digest == "sha256:" + "a" * 64
