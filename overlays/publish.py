@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fexstack import digest, paths
+from fexstack import digest, jsonio, paths
 from fexstack.errors import ConfigError, ImageError
 from overlays import lockfile, oci, sbom
 from overlays.project import Project
@@ -49,6 +49,8 @@ SUFFIXES = {
     INVARIANTS: ".invariants.json",
     SBOM: ".spdx.json",
 }
+
+CONFIG_SCHEMA = "overlay-config"  # overlays/schemas/overlay-config.schema.json
 
 PREFIX = "dev.fexstack."
 ANN_STACK = PREFIX + "stack"
@@ -197,6 +199,7 @@ def publish(project: Project, name: str, to: str = "") -> str:
         "lock_sha256": bound.lock,
         "image_sha256": bound.image,
     }
+    jsonio.validate(config, CONFIG_SCHEMA)
     sources = {
         IMAGE: project.image(name),
         MANIFEST: project.manifest(name),

@@ -33,6 +33,8 @@ from overlays.project import Project
 from overlays.stack import Stack
 
 RECORD_FORMAT = 1
+RECORD_SCHEMA = "pulled"  # overlays/schemas/pulled.schema.json
+CONFIG_FILE = "config.json"
 
 
 def record_path(project: Project, name: str) -> Path:
@@ -171,6 +173,7 @@ def pull(project: Project, name: str, source: str = "") -> Pulled:
                     "the blob was changed in the registry or in transit; nothing was kept: "
                     "ask the publisher to publish again, or " + rebuild,
                 )
+        _fetch_config(ref, config, folder / CONFIG_FILE, annotations, where, rebuild)
         lock_file = folder / f"{name}{publish.SUFFIXES[publish.LOCK]}"
         if their_lock != our_lock or digest.sha256_file(lock_file) != our_lock:
             raise RegistryError(
@@ -194,10 +197,49 @@ def pull(project: Project, name: str, source: str = "") -> Pulled:
         "base_image_sha256": annotations.get(publish.ANN_BASE),
         "gpu_overlays_sha256": annotations.get(publish.ANN_GPU, ""),
     }
-    jsonio.write(record_path(project, name), record)
+    jsonio.write(record_path(project, name), record, RECORD_SCHEMA)
     pulled = _verified(project, name, record)
     print(f"pull:{name}: {ref.text} is {manifest_digest}; doit run:{name} uses {pulled.image}")
     return pulled
+
+
+def _fetch_config(
+    ref: oci.Reference, descriptor: dict[str, Any], dest: Path, annotations: dict[str, Any],
+    where: str, rebuild: str,
+) -> None:
+    """Fetch the config blob, verify its digest and that it says what the annotations say."""
+    import jsonschema
+
+    want, size = str(descriptor.get("digest")), descriptor.get("size")
+    got, got_size = oci.fetch_blob(ref, want, dest, max_size=size)
+    if got != want or got_size != size:
+        raise RegistryError(
+            f"{where}: its config should be {want} ({size} bytes); the registry sent {got} "
+            f"({got_size} bytes)",
+            "the blob was changed in the registry or in transit; nothing was kept: " + rebuild,
+        )
+    try:
+        config = jsonio.read(dest)
+        jsonio.validate(config, publish.CONFIG_SCHEMA)
+    except (ValueError, jsonschema.ValidationError) as exc:
+        raise RegistryError(f"{where}: its config is not a fexstack overlay config: {exc}",
+                            rebuild) from exc
+    said = {
+        "stack": (config["stack"], annotations.get(publish.ANN_STACK)),
+        "base": ("sha256:" + config["base"]["image_sha256"], annotations.get(publish.ANN_BASE)),
+        "gpu overlays": (
+            ",".join("sha256:" + g for g in config["base"]["overlays_sha256"]),
+            annotations.get(publish.ANN_GPU, ""),
+        ),
+        "lock": ("sha256:" + config["lock_sha256"], annotations.get(publish.ANN_LOCK)),
+        "image": ("sha256:" + config["image_sha256"], annotations.get(publish.ANN_IMAGE)),
+    }
+    for what, (in_config, annotated) in said.items():
+        if in_config != annotated:
+            raise RegistryError(
+                f"{where}: its config records {what} {in_config}, its annotations {annotated}",
+                "the artifact is inconsistent; ask the publisher to publish again, or " + rebuild,
+            )
 
 
 def _check_overlay_manifest(
@@ -265,14 +307,17 @@ def _verified(project: Project, name: str, record: dict[str, Any]) -> Pulled:
 
 def adoptable(project: Project, stack: Stack) -> dict[str, Any] | None:
     """The pull record of ``stack`` when it still applies (see the module's rule)."""
+    import jsonschema
+
     try:
         record = jsonio.read(record_path(project, stack.name))
-        if not isinstance(record, dict) or record.get("format") != RECORD_FORMAT:
+        jsonio.validate(record, RECORD_SCHEMA)
+        if not isinstance(record, dict):
             return None
         if record.get("lock_sha256") != digest.sha256_file(project.lock_path(stack.name)):
             return None
         base_sha, gpu = publish.local_base(stack)
-    except (OSError, ValueError, FexstackError):
+    except (OSError, ValueError, jsonschema.ValidationError, FexstackError):
         return None
     if record.get("base_image_sha256") != f"sha256:{base_sha}":
         return None

@@ -343,6 +343,12 @@ def test_run_builds_locally_once_the_lock_no_longer_matches(
     assert adoptable(Project(project), stack) is None
     local = doit(project, "info", "run:demo", cache=cache)
     assert "overlay:demo" in local.output, local.output
+    lock.write_text(lock.read_text().removesuffix("# edited by hand\n"))
+    assert adoptable(Project(project), stack) is not None
+    cleaned = doit(project, "clean", "pull:demo", cache=cache)
+    assert cleaned.returncode == 0, cleaned.output
+    assert not (project / "build/pulled/demo.json").exists()
+    assert adoptable(Project(project), stack) is None
 
 
 def test_a_malformed_pin_is_a_stack_error(tmp_path: Path) -> None:
@@ -357,3 +363,22 @@ def test_a_malformed_pin_is_a_stack_error(tmp_path: Path) -> None:
     assert "pull" in err.value.message and "digest" in err.value.message
     stack.write_text(stack.read_text().replace("sha256:abc", "sha256:" + "a" * 64))
     assert load_stack(project / "stacks", "demo").pull_digest == "sha256:" + "a" * 64
+
+
+def test_publish_to_a_registry_that_is_down_names_the_url(tmp_path: Path) -> None:
+    host = f"127.0.0.1:{free_port()}"
+    layer = tmp_path / "layer"
+    layer.write_bytes(b"x")
+    with pytest.raises(RegistryError) as err:
+        oci.push(oci.parse_reference(f"{host}/demo:v1"), [oci.Layer(layer, publish.LOCK)],
+                 config=layer, config_media_type=publish.ARTIFACT_TYPE, annotations={})
+    assert f"cannot reach the registry at http://{host}/v2/demo/" in err.value.message
+
+
+def test_publish_refuses_a_digest_as_destination(registry: Registry, tmp_path: Path) -> None:
+    layer = tmp_path / "layer"
+    layer.write_bytes(b"x")
+    ref = oci.parse_reference(f"{registry.host}/demo@sha256:" + "a" * 64)
+    with pytest.raises(RegistryError, match="publish to a tag"):
+        oci.push(ref, [oci.Layer(layer, publish.LOCK)], config=layer,
+                 config_media_type=publish.ARTIFACT_TYPE, annotations={})
