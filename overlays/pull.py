@@ -160,27 +160,20 @@ def pull(project: Project, name: str, source: str = "") -> Pulled:
 
     with tempfile.TemporaryDirectory(prefix="fexstack-pull-") as tmp:
         folder = Path(tmp)
-        print(f"pull:{name}: fetching {len(layers)} layers of {where}", file=sys.stderr)
-        for media_type, suffix in publish.SUFFIXES.items():
-            layer = layers[media_type]
-            want, size = str(layer.get("digest")), layer.get("size")
-            dest = folder / f"{name}{suffix}"
-            got, got_size = oci.fetch_blob(ref, want, dest, max_size=size)
-            if got != want or got_size != size:
-                raise RegistryError(
-                    f"{where}: layer {media_type} should be {want} ({size} bytes); the "
-                    f"registry sent {got} ({got_size} bytes)",
-                    "the blob was changed in the registry or in transit; nothing was kept: "
-                    "ask the publisher to publish again, or " + rebuild,
-                )
         _fetch_config(ref, config, folder / CONFIG_FILE, annotations, where, rebuild)
+        # The lock first: another lock is refused before the image is downloaded.
         lock_file = folder / f"{name}{publish.SUFFIXES[publish.LOCK]}"
+        _fetch_layer(ref, layers[publish.LOCK], lock_file, where, rebuild)
         if their_lock != our_lock or digest.sha256_file(lock_file) != our_lock:
             raise RegistryError(
                 f"{where} was built from another lock than {lock_path}: "
                 f"{_lock_difference(lock_path, lock_file)}",
                 f"to use it, take the publisher's lock (commit it); or {rebuild}",
             )
+        print(f"pull:{name}: fetching {len(layers)} layers of {where}", file=sys.stderr)
+        for media_type, suffix in publish.SUFFIXES.items():
+            if media_type != publish.LOCK:
+                _fetch_layer(ref, layers[media_type], folder / f"{name}{suffix}", where, rebuild)
         _check_overlay_manifest(folder, name, their_lock, annotations, where, rebuild)
         (folder / "oci-manifest.json").write_bytes(body)
         dest = artifact_dir(manifest_digest)
@@ -201,6 +194,21 @@ def pull(project: Project, name: str, source: str = "") -> Pulled:
     pulled = _verified(project, name, record)
     print(f"pull:{name}: {ref.text} is {manifest_digest}; doit run:{name} uses {pulled.image}")
     return pulled
+
+
+def _fetch_layer(
+    ref: oci.Reference, layer: dict[str, Any], dest: Path, where: str, rebuild: str
+) -> None:
+    """Fetch one layer into ``dest``; refused unless its sha256 and size are the named ones."""
+    want, size = str(layer.get("digest")), layer.get("size")
+    got, got_size = oci.fetch_blob(ref, want, dest, max_size=size)
+    if got != want or got_size != size:
+        raise RegistryError(
+            f"{where}: layer {layer.get('mediaType')} should be {want} ({size} bytes); the "
+            f"registry sent {got} ({got_size} bytes)",
+            "the blob was changed in the registry or in transit; nothing was kept: "
+            "ask the publisher to publish again, or " + rebuild,
+        )
 
 
 def _fetch_config(

@@ -21,7 +21,7 @@ import pytest
 from fexstack.errors import RegistryError
 from overlays import oci, publish, sbom
 from tests import test_demo
-from tests.registry_support import Registry, free_port, running_registry
+from tests.registry_support import BINARY, Registry, free_port, running_registry
 from tests.test_demo import Doit, copy_project, doit
 
 privileged = test_demo.privileged  # the demo build needs root (mounts, chroot)
@@ -39,6 +39,13 @@ def _tree(path: Path) -> list[tuple[str, int]]:
 
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
+    if shutil.which(BINARY) is None:
+        from tests.conftest import in_ci
+
+        message = f"{BINARY} (the distribution registry) is not installed; ./devroot has it"
+        if in_ci():
+            pytest.fail(message)
+        pytest.skip(message)
     with running_registry(tmp_path_factory.mktemp("registry")) as reg:
         yield reg
 
@@ -269,6 +276,14 @@ def test_pull_refuses_another_lock_saying_what_differs(
     assert "built from another lock than" in result.output
     assert "same packages, other lock inputs" in result.output
     assert "doit overlay:demo" in result.output
+    assert "fetching" not in result.output  # refused before the image was downloaded
+    assert _tree(cache / "oci") == [] and not (project / "build/pulled").exists()
+    # another version of a package: the message names it, with both versions
+    original = (published.project / "stacks/demo.lock.toml").read_text()
+    lock.write_text(original.replace('version = "1.0"', 'version = "1.1"', 1))
+    result = doit(project, "pull:demo", "--from", published.ref, cache=cache)
+    assert result.returncode != 0
+    assert "demo-data 1.1-1 here, 1.0-1 there" in result.output
     assert _tree(cache / "oci") == [] and not (project / "build/pulled").exists()
 
 
