@@ -167,8 +167,13 @@ def push(
     config: Path,
     config_media_type: str,
     annotations: Mapping[str, str],
+    chunk_size: int = 16 << 20,
 ) -> str:
-    """Push ``layers`` as one artifact tagged ``ref``; the manifest's digest."""
+    """Push ``layers`` as one artifact tagged ``ref``; the manifest's digest.
+
+    Blobs go up in chunks of ``chunk_size`` bytes (oras' monolithic upload would read a
+    whole image into memory).
+    """
     import oras.provider
 
     if ref.digest is not None:
@@ -185,6 +190,8 @@ def push(
             manifest_config=f"{config}:{config_media_type}",
             manifest_annotations=dict(annotations),
             disable_path_validation=True,
+            do_chunked=True,
+            chunk_size=chunk_size,
             quiet=True,
         )
     except ValueError as exc:  # oras reports refused uploads as ValueError
