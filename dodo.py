@@ -241,10 +241,44 @@ def _run_tasks() -> Iterator[dict[str, Any]]:
             "basename": f"run:{name}",
             "doc": f"bring {name}'s overlays up to date, then run its app and write evidence",
             "actions": [_do(tasking.run, name)],
-            "task_dep": [f"overlay:{name}"],
+            "task_dep": tasking.run_deps(PROJECT, info),
             "file_dep": info.app_deps,
             "params": tasking.RUN_PARAMS,
             "uptodate": [False],
+            "verbosity": 2,
+        }
+
+
+def task_publish() -> Iterator[dict[str, Any]]:
+    """Push a built overlay to an OCI registry (overlays/publish.py)."""
+    from overlays import publish
+
+    for name in STACKS:
+        yield {
+            "name": name,
+            "doc": f"push {name}'s overlay, lock, invariants and SBOM to a registry (--to REF)",
+            "actions": [_do(publish.publish, name)],
+            "task_dep": [f"overlay:{name}"],
+            "params": [{"name": "to", "long": "to", "default": "",
+                        "help": "HOST[:PORT]/REPOSITORY:TAG"}],
+            "uptodate": [False],
+            "verbosity": 2,
+        }
+
+
+def task_pull() -> Iterator[dict[str, Any]]:
+    """Fetch a published overlay and use it for runs (overlays/pull.py)."""
+    from overlays import pull
+
+    for name in STACKS:
+        yield {
+            "name": name,
+            "doc": f"fetch and verify a published {name} overlay; runs use it (--from REF)",
+            "actions": [_do(pull.pull, name)],
+            "params": [{"name": "source", "long": "from", "default": "",
+                        "help": "HOST[:PORT]/REPOSITORY:TAG or ...@sha256:DIGEST"}],
+            "uptodate": [False],
+            "clean": [functools.partial(pull.forget, PROJECT, name)],
             "verbosity": 2,
         }
 

@@ -69,6 +69,11 @@ class RunError(FexstackError):
     """An AppImage could not be prepared or run."""
 
 
+class RegistryError(FexstackError):
+    """An OCI registry could not be reached, refused a request, or sent something else
+    than what was asked for (a digest mismatch, an artifact of another kind)."""
+
+
 def format_error(err: FexstackError) -> str:
     """The text shown to a user for ``err``: ``error: message`` then ``hint: ...``."""
     kind = type(err).__name__

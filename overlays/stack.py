@@ -169,6 +169,7 @@ class Stack:
     app: App | None = None
     files: tuple[Path, ...] = ()  # every file read to build this object (for task deps)
     included: tuple[str, ...] = ()  # every stack merged in (transitively), in merge order
+    pull_digest: str | None = None  # [pull] digest: the only published artifact accepted
 
 
 # --- reading and validating ------------------------------------------------------------
@@ -670,6 +671,7 @@ def load_stack(stacks_dir: Path, name: str) -> Stack:
         app=_app(doc["app"], path.parent) if "app" in doc else None,
         files=(*merged.files, repos_path, base.path),
         included=tuple(merged.included),
+        pull_digest=doc.get("pull", {}).get("digest"),
     )
 
 

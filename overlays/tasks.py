@@ -319,6 +319,11 @@ def doctor(project: Project, json: bool = False, stack: str = "") -> None:
 
 
 def deps_layers(project: Project, name: str) -> list[tuple[str, Path, Path]]:
+    from overlays.pull import adopted
+
+    pulled = adopted(project, name)  # a pulled overlay that matches the lock and base
+    if pulled is not None:
+        return [(name, pulled.image, pulled.manifest)]
     return [(name, project.image(name), project.manifest(name))]
 
 
@@ -326,7 +331,17 @@ def deps_view(project: Project, name: str) -> Any:
     """The deps overlay as a layer of the merged view (its image, extracted once)."""
     from invariants.view import layer
 
-    return layer(project.image(name), "deps", name)
+    return layer(deps_layers(project, name)[0][1], "deps", name)
+
+
+def run_deps(project: Project, info: StackInfo) -> list[str]:
+    """The tasks ``run:<app>`` depends on: the overlay's build, or with an adopted pulled
+    overlay (overlays/pull.py) only the base's compat overlay."""
+    from overlays.pull import adoptable
+
+    if info.stack is not None and adoptable(project, info.stack) is not None:
+        return list(info.compat_tasks)
+    return [f"overlay:{info.name}"]
 
 
 def run(
