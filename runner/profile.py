@@ -21,6 +21,7 @@ from fexstack import command
 from fexstack.errors import ConfigError
 from overlays.stack import GPU_MODES, App, Base, Stack
 
+DEFAULT_RUN_AS = (65534, 65534)  # nobody:nogroup
 SYSTEM_ROOTFS = Path("/usr/share/fex-emu/RootFS/default.erofs")
 SYSTEM_GPU_OVERLAYS = (Path("/usr/share/fex-emu/overlays/mesa-x86_64.erofs"),)
 DEFAULT_GPU_MODE = "drm"
@@ -71,6 +72,11 @@ class Profile:
     timeout_seconds: float | None = None
     sanitize: tuple[str, ...] = ()
     backend: str = "native"
+    # native backend: run the app as root (never the default); the uid/gid it runs as
+    # when no invoking user is known; host paths shown beneath the layers (FEX's rule)
+    privileged: bool = False
+    run_as: tuple[int, int] = DEFAULT_RUN_AS
+    host_provides: tuple[str, ...] = ()
 
     def layers(self) -> tuple[Layer, ...]:
         """The images in muvm's ``-f`` order: the LAST one wins on a path collision."""
@@ -90,9 +96,12 @@ class Profile:
         gpu_mode: str | None = None,
         timeout_seconds: float | None = None,
         backend: str | None = None,
+        privileged: bool | None = None,
     ) -> Profile:
         """This profile with command-line overrides applied (None keeps the value)."""
         out = self
+        if privileged is not None:
+            out = replace(out, privileged=privileged)
         if gpu_mode is not None:
             out = replace(out, gpu_mode=_check_gpu_mode(gpu_mode))
         if timeout_seconds is not None:
@@ -116,6 +125,9 @@ class Profile:
             "timeout_seconds": self.timeout_seconds,
             "sanitize": list(self.sanitize),
             "backend": self.backend,
+            "privileged": self.privileged,
+            "run_as": list(self.run_as),
+            "host_provides": list(self.host_provides),
         }
 
 
@@ -194,9 +206,11 @@ def build_profile(
     app = app or App()
     base_path: Path
     base_overlays: tuple[Path, ...] = ()
+    host_provides: tuple[str, ...] = ()
     if isinstance(base, Base):
         base_path = base.image
         base_overlays = tuple(base.overlays)
+        host_provides = tuple(base.host_provides)
     elif base is not None:
         base_path = base
     else:
@@ -232,6 +246,9 @@ def build_profile(
         timeout_seconds=_check_timeout(chosen_timeout) if chosen_timeout is not None else None,
         sanitize=tuple(app.sanitize),
         backend=_check_backend(backend or default_backend()),
+        privileged=app.privileged,
+        run_as=app.run_as or DEFAULT_RUN_AS,
+        host_provides=host_provides,
     )
 
 
