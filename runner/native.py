@@ -468,6 +468,37 @@ def expose(root: Path, path: str, uid: int, gid: int) -> None:
     Path(f"{root}{path}").mkdir(parents=True, exist_ok=True)
 
 
+_SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41}
+_MNT_DETACH = 2
+
+
+def enter_root(root: Path) -> str:
+    """Make ``root`` the root of this mount namespace (pivot_root, the old root detached),
+    so that the app's own sandboxes can make user namespaces: the kernel refuses them to
+    a chrooted process. Where pivot_root is refused (fexstack itself runs chrooted, as in
+    an old toolchain root), chroot instead. Returns which one was done."""
+    import ctypes
+    import platform
+
+    number = _SYS_PIVOT_ROOT.get(platform.machine())
+    os.chdir(root)
+    if number is not None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.syscall(number, b".", b".") == 0:
+            # the old root now sits on top of the new one: detach it
+            if libc.umount2(b".", _MNT_DETACH) != 0:
+                err = ctypes.get_errno()
+                raise RunError(f"cannot detach the old root: {os.strerror(err)}", None)
+            os.chdir("/")
+            return "pivot_root"
+        err = ctypes.get_errno()
+        print(f"fexstack-native: pivot_root refused ({os.strerror(err)}): chroot instead; "
+              "user-namespace sandboxes (bwrap) will not start", flush=True)  # fmt: skip
+    os.chroot(root)
+    os.chdir("/")
+    return "chroot"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """The namespace side: ``python3 -m runner.native SPEC`` (never returns on success)."""
     args = list(sys.argv[1:] if argv is None else argv)
@@ -484,10 +515,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return SETUP_FAILED
     app_argv = spec["argv"]
     env = spec["env"]
-    print(f"fexstack-native: chroot {root}: {shlex.join(app_argv)}", flush=True)
     who = spec.get("identity")
     try:
-        os.chroot(root)
+        how = enter_root(root)
+        print(f"fexstack-native: {how} {root}: {shlex.join(app_argv)}", flush=True)
         os.chdir(spec["cwd"] if os.path.isdir(spec["cwd"]) else "/")
         if who is not None:
             status = identity.drop(Identity(who["uid"], who["gid"], who["source"]))

@@ -1,0 +1,200 @@
+"""Least privilege of the native backend: a fixture AppImage reports who it runs as.
+
+Its AppRun (tests/data/privreport.c, on the glibc base of tests/test_native.py) prints what
+``id -u`` and ``id -G`` would, its capability sets from /proc/self/status, and whether it
+can open for writing /proc/sys/vm/drop_caches, a block device under /dev and a root-owned
+file in a shared folder; then it starts a bwrap sandbox when /usr/bin/bwrap is there.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from fexstack import jsonio
+from runner.launch import RunResult, run_app
+from runner.profile import Profile, build_profile
+from tests.test_native import PROFILE_ENV, gcc, layout  # noqa: F401  (the fixture)
+
+SOURCE = Path(__file__).parent / "data" / "privreport.c"
+HOST_LIBS = "/usr/lib/x86_64-linux-gnu"
+ZERO_CAPS = "0000000000000000"
+
+
+@pytest.fixture(scope="module")
+def appimage(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from runner.packer import build_appimage
+
+    work = tmp_path_factory.mktemp("privreport")
+    appdir = work / "AppDir"
+    appdir.mkdir()
+    gcc("-O1", "-o", appdir / "AppRun", SOURCE)
+    return build_appimage(appdir, work / "privreport.AppImage")
+
+
+@pytest.fixture
+def shared_root_file() -> Iterator[Path]:
+    """A root-owned 0644 file in a folder of the shared /tmp."""
+    folder = Path(tempfile.mkdtemp(prefix="fexstack-shared-", dir="/tmp"))
+    folder.chmod(0o755)
+    target = folder / "root-owned"
+    target.write_text("root's\n")
+    target.chmod(0o644)
+    try:
+        yield target
+    finally:
+        shutil.rmtree(folder)
+
+
+@pytest.fixture
+def no_sudo(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SUDO_UID", raising=False)
+    monkeypatch.delenv("SUDO_GID", raising=False)
+
+
+def profile(layout: dict[str, object], appimage: Path, target: Path) -> Profile:  # noqa: F811
+    return build_profile(
+        "privreport", appimage=appimage, base=layout["base"], gpu=[],  # type: ignore[arg-type]
+        env=PROFILE_ENV, backend="native", args=[str(target)],
+    )  # fmt: skip
+
+
+def facts(result: RunResult) -> dict[str, str]:
+    log = (result.evidence_dir / "run.log").read_text()
+    assert result.outcome == "PASS", log
+    out = {}
+    for line in log.splitlines():
+        if m := re.match(r"^([A-Za-z_-]+):\s*(.*?)\s*$", line):
+            out.setdefault(m.group(1), m.group(2))
+    return out
+
+
+def report(result: RunResult) -> dict[str, object]:
+    doc = jsonio.read(result.evidence_dir / "run.report.json")
+    jsonio.validate(doc, "run-report")
+    assert isinstance(doc, dict)
+    return doc
+
+
+def assert_unprivileged(seen: dict[str, str]) -> None:
+    for cap in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"):
+        assert seen[cap] == ZERO_CAPS, (cap, seen)
+    assert seen["NoNewPrivs"] == "1"
+    assert seen["write-drop_caches"] == "no"
+    assert seen["block-device"].startswith("/dev/")
+    assert seen["write-block-device"] == "no"
+    assert seen["write-shared-root-file"] == "no"
+    assert seen["home"].endswith("writable yes") and seen["tmp-writable"] == "yes"
+
+
+def test_sudo_user_without_capabilities(
+    privileged: None, layout: dict[str, object], appimage: Path,  # noqa: F811
+    shared_root_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    monkeypatch.setenv("SUDO_UID", "4242")
+    monkeypatch.setenv("SUDO_GID", "4343")
+    result = run_app(profile(layout, appimage, shared_root_file), evidence_root=tmp_path,
+                     echo=False)  # fmt: skip
+    seen = facts(result)
+    assert seen["id-u"] == "4242" and seen["id-G"] == "4343"
+    assert_unprivileged(seen)
+    assert seen["runtime-dir"] == "owner 4242 mode 700 writable yes"
+    doc = report(result)
+    identity = doc["identity"]
+    assert isinstance(identity, dict)
+    assert (identity["uid"], identity["gid"], identity["groups"]) == (4242, 4343, [])
+    assert identity["source"] == "sudo" and identity["no_new_privs"] is True
+    assert set(identity["capabilities"].values()) == {ZERO_CAPS}
+    assert doc["warnings"] == []
+    assert not list(Path("/tmp").glob("fexstack-user-*")), "per-run user folders are removed"
+
+
+def test_nobody_without_an_invoking_user(
+    privileged: None, layout: dict[str, object], appimage: Path,  # noqa: F811
+    shared_root_file: Path, tmp_path: Path, no_sudo: None,
+) -> None:  # fmt: skip
+    result = run_app(profile(layout, appimage, shared_root_file), evidence_root=tmp_path,
+                     echo=False)  # fmt: skip
+    seen = facts(result)
+    assert seen["id-u"] == "65534" and seen["id-G"] == "65534"
+    assert_unprivileged(seen)
+    assert report(result)["identity"]["source"] == "run-as"  # type: ignore[index]
+
+
+def test_owner_of_the_output_folder(
+    privileged: None, layout: dict[str, object], appimage: Path,  # noqa: F811
+    shared_root_file: Path, tmp_path: Path, no_sudo: None,
+) -> None:  # fmt: skip
+    out = tmp_path / "out"
+    out.mkdir()
+    os.chown(out, 5151, 5252)
+    result = run_app(profile(layout, appimage, shared_root_file), out_dir=out, echo=False)
+    seen = facts(result)
+    assert seen["id-u"] == "5151" and seen["id-G"] == "5252"
+    assert_unprivileged(seen)
+
+
+def test_privileged_runs_as_root_with_a_warning(
+    privileged: None, layout: dict[str, object], appimage: Path,  # noqa: F811
+    shared_root_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    monkeypatch.setenv("SUDO_UID", "4242")
+    result = run_app(profile(layout, appimage, shared_root_file), evidence_root=tmp_path,
+                     echo=False, privileged=True)  # fmt: skip
+    seen = facts(result)
+    assert seen["id-u"] == "0" and seen["CapEff"] != ZERO_CAPS
+    assert seen["write-drop_caches"] == "yes" and seen["write-shared-root-file"] == "yes"
+    doc = report(result)
+    assert doc["identity"] is None or doc["identity"]["privileged"]  # type: ignore[index]
+    assert any("as root" in w for w in doc["warnings"])  # type: ignore[union-attr]
+
+
+def test_bwrap_from_the_host_fallback_runs_unprivileged(
+    privileged: None, layout: dict[str, object], appimage: Path,  # noqa: F811
+    shared_root_file: Path, tmp_path: Path, no_sudo: None,
+) -> None:  # fmt: skip
+    """The root is a mount point of its own (pivot_root), so bwrap can make its user
+    namespace; bwrap and its libraries come from the host through host_provides."""
+    if shutil.which("bwrap") is None:
+        pytest.fail("bwrap is missing from the toolchain root (.devroot/packages.txt)")
+    # a layer that has a file in the host's library folder: the folder is merged
+    layer = tmp_path / "layer"
+    (layer / HOST_LIBS.lstrip("/")).mkdir(parents=True)
+    (layer / HOST_LIBS.lstrip("/") / "fexstack-layer-only.txt").write_text("layer\n")
+    base = profile(layout, appimage, shared_root_file)
+    with_host = dataclasses.replace(
+        base, gpu=(layer,), host_provides=("/usr/bin/bwrap", HOST_LIBS)
+    )
+    result = run_app(with_host, evidence_root=tmp_path, echo=False)
+    seen = facts(result)
+    assert seen["bwrap"] == "exit 0", seen
+    assert seen["bwrap-inner"] == "uid 65534"
+    fallback = {f["path"]: f for f in report(result)["host_fallback"]}  # type: ignore[union-attr]
+    assert fallback["/usr/bin/bwrap"]["mode"] == "host"
+    assert fallback["/usr/bin/bwrap"]["listed"] == ["/usr/bin/bwrap"]
+    libs = fallback[HOST_LIBS]
+    assert libs["mode"] == "merged" and libs["files"] > 10
+    assert f"{HOST_LIBS}/fexstack-layer-only.txt" not in libs["listed"]
+    # without the declaration the host's bwrap is not there (the default: no fallback)
+    plain = run_app(base, evidence_root=tmp_path, echo=False)
+    assert facts(plain)["bwrap"] == "absent"
+    assert report(plain)["host_fallback"] is None
+
+
+def test_declared_host_path_missing_is_infra(
+    privileged: None, layout: dict[str, object], appimage: Path,  # noqa: F811
+    shared_root_file: Path, tmp_path: Path,
+) -> None:  # fmt: skip
+    missing = dataclasses.replace(
+        profile(layout, appimage, shared_root_file), host_provides=("/usr/bin/no-such-tool",)
+    )
+    result = run_app(missing, evidence_root=tmp_path, echo=False)
+    assert result.outcome == "INFRA"
+    assert "/usr/bin/no-such-tool" in result.reason
