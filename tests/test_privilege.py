@@ -198,3 +198,85 @@ def test_declared_host_path_missing_is_infra(
     result = run_app(missing, evidence_root=tmp_path, echo=False)
     assert result.outcome == "INFRA"
     assert "/usr/bin/no-such-tool" in result.reason
+
+
+# --- who the app runs as: the rules, without running anything --------------------------
+
+
+def test_resolve_prefers_sudo_then_the_output_owner_then_run_as(tmp_path: Path) -> None:
+    from runner import identity
+
+    sudo = {"SUDO_UID": "1000", "SUDO_GID": "1001"}
+    assert identity.resolve(sudo, euid=0) == identity.Identity(1000, 1001, "sudo")
+    assert identity.resolve({"SUDO_UID": "1000"}, euid=0).gid == 1000
+    owned = tmp_path / "owned"
+    owned.mkdir()
+    if os.geteuid() == 0:
+        os.chown(owned, 2000, 2001)
+        assert identity.resolve({}, owned, euid=0) == identity.Identity(2000, 2001, "output-owner")
+    # root's own folder and SUDO_UID=0 say nothing about the user: run_as decides
+    root_owned = Path("/")
+    assert identity.resolve({"SUDO_UID": "0"}, root_owned, euid=0).source == "run-as"
+    assert identity.resolve({}, None, euid=0, run_as=(3000, 3001)).uid == 3000
+    assert identity.resolve({"SUDO_UID": "x"}, None, euid=0).uid == 65534
+    assert identity.resolve(sudo, euid=0, privileged=True).privileged
+    assert identity.resolve(sudo, euid=1234).source == "current"
+
+
+def test_run_as_root_is_refused_without_privileged() -> None:
+    from fexstack.errors import RunError
+    from runner import identity
+
+    with pytest.raises(RunError) as err:
+        identity.resolve({}, None, euid=0, run_as=(0, 0))
+    assert "--privileged" in (err.value.hint or "")
+
+
+def test_searchable_follows_the_mode_bits(tmp_path: Path) -> None:
+    from runner import identity
+
+    st = os.stat(tmp_path)
+    uid, gid = st.st_uid, st.st_gid
+    mode = st.st_mode & ~0o777
+    fake = os.stat_result((mode | 0o700, *tuple(st)[1:]))
+    assert identity.searchable(fake, uid, gid)
+    assert not identity.searchable(fake, uid + 1, gid + 1)
+    fake = os.stat_result((mode | 0o711, *tuple(st)[1:]))
+    assert identity.searchable(fake, uid + 1, gid + 1)
+
+
+def test_stack_keys_reach_the_profile(tmp_path: Path) -> None:
+    """[app] privileged / run_as and [base] host_provides are typed, validated and carried
+    into the run profile; a bad host path is refused with the file named."""
+    from fexstack.errors import ConfigError
+    from overlays.stack import load_base
+
+    bases = tmp_path / "bases"
+    bases.mkdir()
+    (bases / "asahi.toml").write_text(
+        '[base]\nimage = "base.erofs"\nhost_provides = ["/usr/bin/bwrap", "/usr/share/mime"]\n'
+    )
+    base = load_base(bases, "asahi")
+    assert base.host_provides == ("/usr/bin/bwrap", "/usr/share/mime")
+    made = build_profile("x", base=base, gpu=[], backend="native")
+    assert made.host_provides == ("/usr/bin/bwrap", "/usr/share/mime")
+    assert made.privileged is False and made.run_as == (65534, 65534)
+    assert made.to_json()["host_provides"] == ["/usr/bin/bwrap", "/usr/share/mime"]
+    assert made.with_overrides(privileged=True).privileged
+    (bases / "bad.toml").write_text('[base]\nimage = "b"\nhost_provides = ["usr/../etc"]\n')
+    with pytest.raises(ConfigError) as err:
+        load_base(bases, "bad")
+    assert "bad.toml" in err.value.message
+
+
+def test_app_privileged_and_run_as_keys(tmp_path: Path) -> None:
+    from overlays.stack import load_stack
+    from runner.profile import from_stack
+    from tests.test_stack import demo, error, stacks
+
+    keys = '[app]\nappimage = "/a"\nprivileged = true\nrun_as = [4000, 4001]\n'
+    folder = stacks(tmp_path, **demo(keys))
+    made = from_stack(load_stack(folder, "demo"), backend="native")
+    assert made.privileged and made.run_as == (4000, 4001)
+    folder = stacks(tmp_path / "2", **demo('[app]\nappimage = "/a"\nrun_as = [0, 0]\n'))
+    assert "run_as" in error(folder).message
