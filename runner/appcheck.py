@@ -20,7 +20,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from invariants import elf
+from invariants import elf, hostfallback
 from invariants.loader import FEX_HWCAPS, Loader, Search
 from invariants.view import Layer, Node, Tree, View, index
 from overlays.stack import Stack
@@ -54,12 +54,16 @@ def check_appdir(
     lib_dirs: Sequence[str],
     ld_library_path: Sequence[str] = (),
     hwcaps: Sequence[str] = FEX_HWCAPS,
+    host_provides: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """The appcheck report of ``appdir`` on top of ``view_layers`` (muvm order)."""
+    """The appcheck report of ``appdir`` on top of ``view_layers`` (muvm order), with the
+    host paths a base declares (``host_provides``) beneath them, as FEX falls back."""
     appdir = appdir.resolve()
     trees = [index(layer.root, layer.name) for layer in view_layers]
+    view_layers, trees = hostfallback.with_host(view_layers, trees, host_provides)
     app = app_tree(appdir)
     view = View([*view_layers, Layer("app", appdir, "app")], [*trees, app])
+    opened: set[str] = set()
     loader = Loader(
         view,
         Search(
@@ -98,6 +102,7 @@ def check_appdir(
         executable = facts.interp is not None
         if executable:
             resolved = view.resolve(facts.interp or "")
+            opened.add(facts.interp or "")
             entry["interp"] = facts.interp
             entry["interp_resolves"] = resolved.node is not None and resolved.kind == "file"
             if not entry["interp_resolves"]:
@@ -114,6 +119,7 @@ def check_appdir(
             continue
         closure = loader.closure(path, main=executable)
         entry["needs"] = [r.as_json() for r in closure.resolutions]
+        opened.update(r.path for r in closure.resolutions if r.path)
         for miss in closure.missing:
             findings.append(
                 _finding(
@@ -125,6 +131,9 @@ def check_appdir(
                 )
             )
     blocking = [f for f in findings if f["blocking"]]
+    from_host = hostfallback.taken_from_host(view, opened) if host_provides else []
+    for path in from_host:
+        findings.append(_finding("host", path, "taken from the host (host_provides)", False))
     return {
         "format": FORMAT,
         "appdir": str(appdir),
@@ -137,6 +146,8 @@ def check_appdir(
         "files": files,
         "findings": sorted(findings, key=lambda f: (f["path"], f["kind"], f["detail"])),
         "blocking": len(blocking),
+        "host_provides": list(host_provides),
+        "from_host": from_host,
     }
 
 
@@ -173,6 +184,7 @@ def hook(
     view_layers: Layers,
     lib_dirs: Sequence[str],
     ld_library_path: Sequence[str] = (),
+    host_provides: Sequence[str] = (),
 ) -> Callable[[Path], AppcheckResult]:
     """An appcheck hook for ``run_app``: check the extracted AppDir on ``view_layers``.
 
@@ -186,6 +198,7 @@ def hook(
             view_layers=view_layers() if callable(view_layers) else view_layers,
             lib_dirs=lib_dirs,
             ld_library_path=ld_library_path,
+            host_provides=host_provides,
         )
         return summarize(report)
 
@@ -196,4 +209,5 @@ def make_appcheck(stack: Stack, *, view_layers: Layers) -> Callable[[Path], Appc
     """The hook ``run_app`` calls with the extracted AppDir, for ``stack``'s run profile."""
     env = stack.app.env if stack.app else {}
     library_path = [p for p in env.get("LD_LIBRARY_PATH", "").split(":") if p]
-    return hook(view_layers=view_layers, lib_dirs=stack.base.lib_dirs, ld_library_path=library_path)
+    return hook(view_layers=view_layers, lib_dirs=stack.base.lib_dirs, ld_library_path=library_path,
+                host_provides=stack.base.host_provides)  # fmt: skip

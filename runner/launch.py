@@ -297,7 +297,7 @@ def _launch(
                     user=who, monitor=monitor if watching else None,
                 )  # fmt: skip
                 state.identity = native.identity_report(result.text)
-                state.host_fallback = native.fallback_report(result.text)
+                state.host_fallback = _with_owners(native.fallback_report(result.text))
                 state.command = list(result.argv)
                 status = native.interpret(
                     result.exit_status, result.signal, result.text, timed_out=result.timed_out
@@ -335,6 +335,23 @@ def _launch(
         reason = f"the app showed its window ({titles}) and was ended by the timeout"
     state.reason = reason
     state.log_tail = lines[-LOG_TAIL_LINES:]
+
+
+def _with_owners(records: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
+    """The host fallback records with the host package of each path (the host's rpmdb)."""
+    if not records:
+        return records
+    from runner import hostpackages
+
+    paths = [r["path"] for r in records]
+    try:
+        found = hostpackages.owners(paths)
+    except FexstackError as exc:  # the run happened: record why the owners are unknown
+        found = [hostpackages.HostOwner(p, None, exc.message) for p in paths]
+    return [
+        {**r, "package": o.package, "package_note": o.note}
+        for r, o in zip(records, found, strict=True)
+    ]
 
 
 def _output_owner_dir(ev: evidence.Evidence) -> Path:
