@@ -6,7 +6,9 @@ deps overlays against their manifests right before the launch, launches through 
 chosen backend under a PTY, reads the outcome and writes the report. Whatever happens
 on the way, a report is written: PASS (the app ran and exited 0), FAIL (the app ran and
 failed, or timed out) or INFRA (the run never reached the app: something is missing or
-misconfigured), and where the evidence went is printed.
+misconfigured), or WINDOW_SEEN (a GUI app that does not exit showed a mapped top-level
+window until the timeout ended it), and where the evidence went is printed. With a
+display, the report lists the app's windows and the evidence holds a screenshot.
 """
 
 from __future__ import annotations

@@ -7,7 +7,16 @@ the last ``-f`` does in muvm. All of it happens in a private mount namespace
 (``unshare -m``, every mount made private before anything is mounted), so the mounts
 vanish with the run and none of them propagates back to the host. Like the muvm
 guest, the app sees the host's /proc, /dev, /sys and /tmp, its AppDir and $HOME at the
-same absolute paths, and a muvm-like environment; it starts in $HOME.
+same absolute paths, the session's display, and a muvm-like environment; it starts in
+$HOME. The overlay becomes the namespace's root with pivot_root (not chroot: the kernel
+refuses user namespaces, hence bwrap, to a chrooted process). Host paths a base declares
+in ``host_provides`` are shown beneath the layers, and only those (FEX's fallback).
+
+The app never runs as root unless asked: right before exec the namespace side drops to
+the identity :mod:`runner.identity` chose (no groups, no capabilities, no_new_privs) and
+prints what it measured; the user gets its own HOME, a 0700 XDG_RUNTIME_DIR and a copy of
+the X cookie (:func:`user_dirs`), and folders on the way to a bind that the user cannot
+traverse are replaced by an empty path down to it (:func:`expose`).
 
 The parent side (:func:`run`) writes a spec file and starts
 ``unshare ... python3 -m runner.native SPEC`` under the PTY of :mod:`runner.capture`; the

@@ -280,3 +280,42 @@ def test_app_privileged_and_run_as_keys(tmp_path: Path) -> None:
     assert made.privileged and made.run_as == (4000, 4001)
     folder = stacks(tmp_path / "2", **demo('[app]\nappimage = "/a"\nrun_as = [0, 0]\n'))
     assert "run_as" in error(folder).message
+
+
+def test_user_dirs_and_the_display_environment(privileged: None, tmp_path: Path) -> None:
+    """The user's HOME, a private 0700 runtime dir and a private copy of root's 0600 X
+    cookie; the session's runtime dir (and Wayland socket) only when it is the user's."""
+    from runner import identity, native
+
+    cookie = tmp_path / "Xauthority"
+    cookie.write_bytes(b"cookie")
+    cookie.chmod(0o600)
+    who = identity.Identity(4242, 4343, "sudo")
+    host = {"HOME": "/root", "DISPLAY": ":5", "XAUTHORITY": str(cookie),
+            "WAYLAND_DISPLAY": "wayland-0", "XDG_RUNTIME_DIR": "/run/user/0"}  # fmt: skip
+    dirs = native.user_dirs(who, host)
+    try:
+        for folder in (dirs.home, dirs.runtime_dir):
+            st = folder.stat()
+            assert (st.st_uid, st.st_gid, st.st_mode & 0o777) == (4242, 4343, 0o700)
+        assert dirs.xauthority is not None
+        st = dirs.xauthority.stat()
+        assert (st.st_uid, st.st_mode & 0o777) == (4242, 0o600)
+        assert dirs.xauthority.read_bytes() == b"cookie"
+        assert dirs.wayland_display is None  # root's runtime dir is out of the user's reach
+        env = dirs.env()
+        assert env["HOME"] == str(dirs.home) and env["XDG_RUNTIME_DIR"] == str(dirs.runtime_dir)
+        # the session's runtime dir, when it is the user's own 0700 one, is used as it is
+        own = tmp_path / "run-4242"
+        own.mkdir(mode=0o700)
+        os.chown(own, 4242, 4343)
+        mine = native.user_dirs(who, {**host, "XDG_RUNTIME_DIR": str(own)})
+        try:
+            assert mine.runtime_dir == own and mine.wayland_display == "wayland-0"
+        finally:
+            shutil.rmtree(mine.folder)
+    finally:
+        shutil.rmtree(dirs.folder)
+    # the app's environment: the display passed through, the user's dirs in place
+    env = native.guest_environment({}, host)
+    assert {k: env[k] for k in native.DISPLAY_ENV} == {k: host[k] for k in native.DISPLAY_ENV}
