@@ -12,6 +12,7 @@ import dataclasses
 import os
 import re
 import shutil
+import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -168,9 +169,11 @@ def test_bwrap_from_the_host_fallback_runs_unprivileged(
     layer = tmp_path / "layer"
     (layer / HOST_LIBS.lstrip("/")).mkdir(parents=True)
     (layer / HOST_LIBS.lstrip("/") / "fexstack-layer-only.txt").write_text("layer\n")
+    image = tmp_path / "layer.erofs"  # an image, as real layers are: the merge nests overlays
+    subprocess.run(["mkfs.erofs", str(image), str(layer)], check=True, capture_output=True)
     base = profile(layout, appimage, shared_root_file)
     with_host = dataclasses.replace(
-        base, gpu=(layer,), host_provides=("/usr/bin/bwrap", HOST_LIBS)
+        base, gpu=(image,), host_provides=("/usr/bin/bwrap", HOST_LIBS)
     )
     result = run_app(with_host, evidence_root=tmp_path, echo=False)
     seen = facts(result)
