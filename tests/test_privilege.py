@@ -200,7 +200,21 @@ def test_declared_host_path_missing_is_infra(
     )
     result = run_app(missing, evidence_root=tmp_path, echo=False)
     assert result.outcome == "INFRA"
-    assert "/usr/bin/no-such-tool" in result.reason
+    assert result.reason.startswith("preflight: host:/usr/bin/no-such-tool")
+    # the namespace side refuses it too, should a path vanish after preflight
+    from runner import native
+
+    run = native.run(missing, ["/bin/true"], echo=False)
+    status = native.interpret(run.exit_status, run.signal, run.text)
+    assert status.outcome == "INFRA" and "/usr/bin/no-such-tool" in status.reason
+
+
+def test_native_preflight_describes_the_display() -> None:
+    from runner import preflight
+
+    check = preflight.check_display({"DISPLAY": ":3", "WAYLAND_DISPLAY": "w-0"}, "native")
+    assert check.status == preflight.OK and "DISPLAY=:3, WAYLAND_DISPLAY=w-0" in check.detail
+    assert "bridge" in preflight.check_display({"DISPLAY": ":3"}).detail  # muvm's
 
 
 # --- who the app runs as: the rules, without running anything --------------------------
