@@ -177,6 +177,8 @@ def test_bwrap_from_the_host_fallback_runs_unprivileged(
     )
     result = run_app(with_host, evidence_root=tmp_path, echo=False)
     seen = facts(result)
+    assert seen["root-fs"] == "overlay"  # the root is a mount point, entered by pivot_root
+    assert "fexstack-native: pivot_root " in (result.evidence_dir / "run.log").read_text()
     assert seen["bwrap"] == "exit 0", seen
     assert seen["bwrap-inner"] == "uid 65534"
     fallback = {f["path"]: f for f in report(result)["host_fallback"]}  # type: ignore[union-attr]

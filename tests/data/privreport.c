@@ -37,6 +37,18 @@ int main(int argc, char **argv) {
         if (strncmp(line, "Cap", 3) == 0 || strncmp(line, "NoNewPrivs", 10) == 0)
             fputs(line, stdout);
     if (status) fclose(status);
+    /* the mount at "/" (the last one listed wins): the overlay, a mount point */
+    FILE *mounts = fopen("/proc/self/mountinfo", "r");
+    char root_fs[64] = "none";
+    while (mounts && fgets(line, sizeof line, mounts)) {
+        char point[256], fstype[64];
+        const char *dash = strstr(line, " - ");
+        if (sscanf(line, "%*s %*s %*s %*s %255s", point) == 1 && strcmp(point, "/") == 0 &&
+            dash && sscanf(dash + 3, "%63s", fstype) == 1)
+            snprintf(root_fs, sizeof root_fs, "%s", fstype);
+    }
+    if (mounts) fclose(mounts);
+    printf("root-fs: %s\n", root_fs);
     printf("write-drop_caches: %s\n", writable("/proc/sys/vm/drop_caches"));
     DIR *dev = opendir("/dev");
     struct dirent *e;
