@@ -212,7 +212,7 @@ def run(
 
     ``ready``: end the run once this pattern appears in the output (see
     :func:`runner.capture.run_pty`). ``user``: the identity the app runs as (see
-    :mod:`runner.identity`; None: :func:`runner.identity.resolve` from the environment).
+    :mod:`runner.identity`; None: resolved from the environment and the profile).
     ``monitor``: watches the display during the run (see :mod:`runner.display`).
     """
     if not command_argv or not command_argv[0].startswith("/"):
@@ -223,7 +223,9 @@ def run(
     workdir = Path(tempfile.mkdtemp(prefix="fexstack-native-"))
     dirs: UserDirs | None = None
     try:
-        who = user if user is not None else identity.resolve(os.environ)
+        who = user if user is not None else identity.resolve(
+            os.environ, run_as=profile.run_as, privileged=profile.privileged
+        )
         if not who.privileged and os.geteuid() == 0:
             dirs = user_dirs(who, os.environ)
         spec = build_spec(
