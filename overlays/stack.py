@@ -112,6 +112,9 @@ class Base:
     packages: Path | None  # a kiwi .packages list (may be a glob), or the lock of a base stack
     overlays: tuple[Path, ...] = ()  # gpu overlay images, in order
     lib_dirs: tuple[str, ...] = DEFAULT_LIB_DIRS
+    # host paths the emulator falls back to when no layer has them (FEX's rule), e.g.
+    # /usr/bin/bwrap or /usr/share/mime on Asahi; empty: no fallback (x86_64 default)
+    host_provides: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -144,6 +147,8 @@ class App:
     sanitize: tuple[str, ...] = ()  # e.g. ("strip-gnu-property",)
     plugin_dirs: tuple[Path, ...] = ()  # folders of ELF plugins the app loads (appcheck)
     allow_execstack: bool = False  # GLIBC_TUNABLES=glibc.rtld.execstack=2 in the run
+    privileged: bool = False  # native backend: run the app as root (never the default)
+    run_as: tuple[int, int] | None = None  # native backend: uid, gid when no user is known
 
 
 @dataclass(frozen=True)
@@ -448,6 +453,7 @@ def load_base(bases_dir: Path, id: str) -> Base:
         packages=_local_path(packages, folder) if packages is not None else None,
         overlays=tuple(_local_path(p, folder) for p in entry.get("overlays", [])),
         lib_dirs=tuple(entry.get("lib_dirs", DEFAULT_LIB_DIRS)),
+        host_provides=tuple(entry.get("host_provides", ())),
     )
 
 
@@ -685,6 +691,8 @@ def _app(entry: dict[str, Any], folder: Path) -> App:
         sanitize=tuple(entry.get("sanitize", ())),
         plugin_dirs=tuple(_local_path(p, folder) for p in entry.get("plugin_dirs", ())),
         allow_execstack=bool(entry.get("allow_execstack", False)),
+        privileged=bool(entry.get("privileged", False)),
+        run_as=(entry["run_as"][0], entry["run_as"][1]) if "run_as" in entry else None,
     )
 
 

@@ -32,7 +32,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from invariants import conflict, elf
+from invariants import conflict, elf, hostfallback
 from invariants.loader import FEX_HWCAPS, Loader, Search
 from invariants.view import Layer, Node, Tree, View, index
 from overlays.stack import Stack
@@ -70,8 +70,10 @@ def check_appdir(
     hwcaps: Sequence[str] = FEX_HWCAPS,
     env: Mapping[str, str] | None = None,
     plugin_dirs: Sequence[Path] = (),
+    host_provides: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """The appcheck report of ``appdir`` on top of ``view_layers`` (muvm order).
+    """The appcheck report of ``appdir`` on top of ``view_layers`` (muvm order), with the
+    host paths a base declares (``host_provides``) beneath them, as FEX falls back.
 
     ``env``: the run profile's environment (its LD_LIBRARY_PATH unless ``ld_library_path``
     is given); AppRun's changes to it are applied before the search.
@@ -85,6 +87,7 @@ def check_appdir(
     effective = model.environment(incoming)
     library_path = tuple(p for p in effective.get("LD_LIBRARY_PATH", "").split(":") if p)
     trees = [index(layer.root, layer.name) for layer in view_layers]
+    view_layers, trees = hostfallback.with_host(view_layers, trees, host_provides)
     app = app_tree(appdir)
     plugins = [app_tree(d) for d in plugin_dirs if d.is_dir()]
     view = View(
@@ -92,6 +95,7 @@ def check_appdir(
          *(Layer("plugins", d.resolve(), "app") for d in plugin_dirs if d.is_dir())],
         [*trees, app, *plugins],
     )
+    opened: set[str] = set()
     loader = Loader(
         view,
         Search(
@@ -160,6 +164,7 @@ def check_appdir(
                     f"allow_execstack = true under [app]: {path} needs an executable stack")
         if executable:
             resolved = view.resolve(facts.interp or "")
+            opened.add(facts.interp or "")
             entry["interp"] = facts.interp
             entry["interp_resolves"] = resolved.node is not None and resolved.kind == "file"
             if not entry["interp_resolves"]:
@@ -178,6 +183,7 @@ def check_appdir(
         entry["needs"] = [r.as_json() for r in closure.resolutions]
         for detail in conflict.clashes(path, closure):
             findings.append(_finding("abi-conflict", path, detail, executable))
+        opened.update(r.path for r in closure.resolutions if r.path)
         for miss in closure.missing:
             findings.append(
                 _finding(
@@ -189,6 +195,9 @@ def check_appdir(
                 )
             )
     blocking = [f for f in findings if f["blocking"]]
+    from_host = hostfallback.taken_from_host(view, opened) if host_provides else []
+    for path in from_host:
+        findings.append(_finding("host", path, "taken from the host (host_provides)", False))
     return {
         "format": FORMAT,
         "appdir": str(appdir),
@@ -204,6 +213,8 @@ def check_appdir(
         "files": files,
         "findings": sorted(findings, key=lambda f: (f["path"], f["kind"], f["detail"])),
         "blocking": len(blocking),
+        "host_provides": list(host_provides),
+        "from_host": from_host,
     }
 
 
@@ -245,6 +256,7 @@ def hook(
     ld_library_path: Sequence[str] = (),
     env: Mapping[str, str] | None = None,
     plugin_dirs: Sequence[Path] = (),
+    host_provides: Sequence[str] = (),
 ) -> Callable[[Path], AppcheckResult]:
     """An appcheck hook for ``run_app``: check the extracted AppDir on ``view_layers``.
 
@@ -260,6 +272,7 @@ def hook(
             ld_library_path=ld_library_path,
             env=env,
             plugin_dirs=plugin_dirs,
+            host_provides=host_provides,
         )
         return summarize(report)
 
@@ -276,4 +289,5 @@ def make_appcheck(stack: Stack, *, view_layers: Layers) -> Callable[[Path], Appc
         lib_dirs=stack.base.lib_dirs,
         env=env,
         plugin_dirs=stack.app.plugin_dirs if stack.app else (),
+        host_provides=stack.base.host_provides,
     )

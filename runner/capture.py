@@ -31,7 +31,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 from fexstack.errors import RunError
 
@@ -98,6 +98,17 @@ def _kill_group(pgid: int, sig: int) -> bool:
     return True
 
 
+class Monitor(Protocol):
+    """Watches something of the running app (its windows) while :func:`run_pty` waits."""
+
+    def tick(self) -> None:
+        """Called about every 0.1 s while the process runs (rate-limit inside)."""
+
+    def before_stop(self, reason: str) -> None:
+        """Called once the timeout (``timeout``) or the ready marker (``ready``) is hit,
+        before the process group is signalled."""
+
+
 def group_alive(pgid: int) -> bool:
     """Whether any process of the group still exists."""
     try:
@@ -120,6 +131,7 @@ def run_pty(
     grace_seconds: float = GRACE_SECONDS,
     ready: re.Pattern[str] | None = None,
     stop_on_ready: bool = False,
+    monitor: Monitor | None = None,
 ) -> CaptureResult:
     """Run ``argv`` under a PTY; see the module docstring.
 
@@ -127,6 +139,8 @@ def run_pty(
     terminal. Raw output goes to ``log_file`` (flushed as it arrives) and into the result.
     ``ready``: note when this pattern first matches the (cleaned) output; with
     ``stop_on_ready`` the process group is then ended like on a timeout (not a timeout).
+    ``monitor``: ticked while the process runs, told before the timeout or the ready
+    marker ends it (a screenshot is taken then).
     """
     args = [os.fspath(a) for a in argv]
     if not args:
@@ -167,7 +181,11 @@ def run_pty(
     try:
         while True:
             now = time.monotonic()
+            if monitor is not None and exited_at is None and kill_at is None:
+                monitor.tick()
             if deadline is not None and not timed_out and now >= deadline:
+                if monitor is not None and exited_at is None:
+                    monitor.before_stop("timeout")
                 timed_out = True
                 log.debug("timeout after %s s: SIGTERM to process group %d", timeout_seconds, pgid)
                 _kill_group(pgid, signal.SIGTERM)
@@ -202,6 +220,8 @@ def run_pty(
                 window = b"".join(chunks)[-READY_WINDOW:]
                 if ready.search(clean(window)):
                     ready_seconds = round(time.monotonic() - start, 3)
+                    if monitor is not None and exited_at is None:
+                        monitor.before_stop("ready")
                     if stop_on_ready and kill_at is None and exited_at is None:
                         log.debug("ready after %s s: SIGTERM to process group %d",
                                   ready_seconds, pgid)  # fmt: skip

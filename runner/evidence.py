@@ -27,7 +27,7 @@ INPUTS_NAME = "inputs.json"
 REPORT_SCHEMA = "run-report"
 INPUTS_SCHEMA = "inputs"
 EVIDENCE_ENV = "FEXSTACK_EVIDENCE"
-OUTCOMES = ("PASS", "FAIL", "INFRA")
+OUTCOMES = ("PASS", "FAIL", "INFRA", "WINDOW_SEEN")  # WINDOW_SEEN: a GUI timeout, shown
 
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 

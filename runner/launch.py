@@ -6,7 +6,9 @@ deps overlays against their manifests right before the launch, launches through 
 chosen backend under a PTY, reads the outcome and writes the report. Whatever happens
 on the way, a report is written: PASS (the app ran and exited 0), FAIL (the app ran and
 failed, or timed out) or INFRA (the run never reached the app: something is missing or
-misconfigured), and where the evidence went is printed.
+misconfigured), or WINDOW_SEEN (a GUI app that does not exit showed a mapped top-level
+window until the timeout ended it), and where the evidence went is printed. With a
+display, the report lists the app's windows and the evidence holds a screenshot.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from fexstack import __version__, jsonio, paths
 from fexstack.digest import sha256_file
 from fexstack.errors import ConfigError, FexstackError, RunError
 from overlays.stack import Stack
-from runner import capture, evidence, hostinfo, native, preflight
+from runner import capture, display, evidence, hostinfo, identity, native, preflight
 from runner import muvm as muvm_cli
 from runner.profile import GPU_ABSENT_REASON, DepsLayer, Layer, Profile, from_stack
 
@@ -57,7 +59,7 @@ class AppcheckResult:
 @dataclass(frozen=True)
 class RunResult:
     evidence_dir: Path
-    outcome: str  # PASS, FAIL, INFRA
+    outcome: str  # PASS, FAIL, INFRA, WINDOW_SEEN
     reason: str
 
 
@@ -81,6 +83,10 @@ class _State:
     extraction: dict[str, Any] | None = None
     runtime_dir: str | None = None
     log_tail: list[str] = field(default_factory=list)
+    identity: dict[str, Any] | None = None  # who the app ran as (native backend)
+    display: dict[str, Any] | None = None  # windows seen, screenshot (runner.display)
+    host_fallback: list[dict[str, Any]] | None = None  # files taken from the host
+    warnings: list[str] = field(default_factory=list)
     # seconds per phase (None: the phase did not run); see PHASES
     phases: dict[str, float | None] = field(default_factory=lambda: dict.fromkeys(PHASES, None))
 
@@ -182,6 +188,10 @@ def _report(
         "environment": host.to_json(),
         "log": evidence.LOG_NAME,
         "log_tail": state.log_tail,
+        "identity": state.identity,
+        "display": state.display,
+        "host_fallback": state.host_fallback,
+        "warnings": state.warnings,
     }
 
 
@@ -256,6 +266,8 @@ def _launch(
     profile = state.profile
     state.guest_command = guest_argv
     runtime_dir: Path | None = None
+    monitor = display.WindowMonitor(os.environ, ev.dir / display.SCREENSHOT_NAME)
+    watching = monitor.start()
     try:
         with open(ev.log, "ab") as log_file:
             if profile.backend == "muvm":
@@ -271,6 +283,7 @@ def _launch(
                 result = capture.run_pty(
                     argv, env=env, timeout_seconds=profile.timeout_seconds,
                     log_file=log_file, echo=echo, ready=ready, stop_on_ready=ready is not None,
+                    monitor=monitor if watching else None,
                 )  # fmt: skip
                 status = muvm_cli.interpret(
                     result.exit_status, result.signal, result.text, timed_out=result.timed_out
@@ -278,15 +291,26 @@ def _launch(
             else:
                 log_file.write(f"== launch (native) {shlex.join(guest_argv)}\n".encode())
                 log_file.flush()
+                who = identity.resolve(
+                    os.environ, _output_owner_dir(ev), run_as=profile.run_as,
+                    privileged=profile.privileged,
+                )  # fmt: skip
+                if who.privileged:
+                    state.warnings.append(identity.PRIVILEGED_WARNING)
                 result = native.run(
                     profile, guest_argv, binds=binds, log_file=log_file,
                     timeout_seconds=profile.timeout_seconds, echo=echo, ready=ready,
+                    user=who, monitor=monitor if watching else None,
                 )  # fmt: skip
+                state.identity = native.identity_report(result.text)
+                state.host_fallback = _with_owners(native.fallback_report(result.text))
                 state.command = list(result.argv)
                 status = native.interpret(
                     result.exit_status, result.signal, result.text, timed_out=result.timed_out
                 )
     finally:
+        monitor.close()
+        state.display = monitor.to_json() if watching or monitor.note else None
         if runtime_dir is not None:
             shutil.rmtree(runtime_dir, ignore_errors=True)
     state.exit_status = result.exit_status
@@ -310,8 +334,39 @@ def _launch(
         loader = [ln.strip() for ln in lines if any(e in ln for e in LOADER_ERRORS)]
         if loader:
             reason += f" ({loader[-1]})"
+    if result.timed_out and monitor.seen and state.outcome == "FAIL":
+        # a GUI app that does not exit: its window was shown, which is what it should do
+        titles = ", ".join(repr(s.title) for s in monitor.seen)
+        state.outcome = "WINDOW_SEEN"
+        reason = f"the app showed its window ({titles}) and was ended by the timeout"
     state.reason = reason
     state.log_tail = lines[-LOG_TAIL_LINES:]
+
+
+def _with_owners(records: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
+    """The host fallback records with the host package of each path (the host's rpmdb)."""
+    if not records:
+        return records
+    from runner import hostpackages
+
+    paths = [r["path"] for r in records]
+    try:
+        found = hostpackages.owners(paths)
+    except FexstackError as exc:  # the run happened: record why the owners are unknown
+        found = [hostpackages.HostOwner(p, None, exc.message) for p in paths]
+    return [
+        {**r, "package": o.package, "package_note": o.note}
+        for r, o in zip(records, found, strict=True)
+    ]
+
+
+def _output_owner_dir(ev: evidence.Evidence) -> Path:
+    """The run's output folder whose owner stands for the invoking user: ``--out-dir``
+    itself, else the evidence root (``evidence/<app>/<stamp>`` is made by fexstack)."""
+    with contextlib.suppress(OSError):
+        if ev.dir.stat().st_uid != 0:
+            return ev.dir
+    return ev.dir.parent.parent
 
 
 def run_app(
@@ -333,6 +388,7 @@ def run_app(
     stream: TextIO | None = None,
     fresh_runtime: bool = False,
     ready: str | None = None,
+    privileged: bool | None = None,
 ) -> RunResult:
     """Run the app of ``target`` (a stack, or an expanded profile) and leave evidence.
 
@@ -348,7 +404,8 @@ def run_app(
     """
     profile = from_stack(target, deps=deps, compat=compat) if isinstance(target, Stack) else target
     profile = profile.with_overrides(
-        gpu_mode=gpu_mode, timeout_seconds=timeout_seconds, backend=backend
+        gpu_mode=gpu_mode, timeout_seconds=timeout_seconds, backend=backend,
+        privileged=privileged or None,
     )
     ready_re = _ready_pattern(ready)
     started = dt.datetime.now(dt.UTC)

@@ -187,9 +187,12 @@ def check_rootfs_override(env: Mapping[str, str], home: Path) -> Check:
     return Check("fex-rootfs-override", OK, "no RootFS override (Config.json, FEX_ROOTFS)")
 
 
-def check_display(env: Mapping[str, str]) -> Check:
+def check_display(env: Mapping[str, str], backend: str = "muvm") -> Check:
     display = env.get("DISPLAY")
     wayland = env.get("WAYLAND_DISPLAY")
+    if backend == "native" and (display or wayland):
+        shown = ", ".join(f"{k}={env[k]}" for k in ("DISPLAY", "WAYLAND_DISPLAY") if env.get(k))
+        return Check("display", OK, f"{shown}: the app uses the session's display directly")
     if display:
         detail = f"DISPLAY={display}: the X11 bridge is used (the guest sees DISPLAY=:1)"
         if wayland:
@@ -204,6 +207,16 @@ def check_display(env: Mapping[str, str]) -> Check:
         )
     return Check(
         "display", WARN, "neither DISPLAY nor WAYLAND_DISPLAY is set", "GUI apps will not show"
+    )
+
+
+def check_host_path(path: str) -> Check:
+    """A path the base declares in host_provides must exist on the host."""
+    if os.path.lexists(path):
+        return Check(f"host:{path}", OK, "provided by the host beneath the layers")
+    return Check(
+        f"host:{path}", FAIL, f"the base declares host_provides {path}, the host has no such path",
+        "install the host package that provides it, or drop it from host_provides in the base",
     )
 
 
@@ -425,7 +438,9 @@ def run_checks(
                     "fix [app].appimage in the stack",
                 )
             )
-    checks.append(check_display(env))
+    checks.append(check_display(env, profile.backend))
+    if profile.backend == "native":
+        checks += [check_host_path(p) for p in profile.host_provides]
     return Preflight(profile.backend, tuple(checks), private, hashes)
 
 

@@ -21,6 +21,7 @@ from fexstack import command
 from fexstack.errors import ConfigError
 from overlays.stack import GPU_MODES, App, Base, Stack
 
+DEFAULT_RUN_AS = (65534, 65534)  # nobody:nogroup
 SYSTEM_ROOTFS = Path("/usr/share/fex-emu/RootFS/default.erofs")
 SYSTEM_GPU_OVERLAYS = (Path("/usr/share/fex-emu/overlays/mesa-x86_64.erofs"),)
 # Why a gpu overlay the base names may be absent (FACTS.md, 2026 facts): since Fedora 43 the
@@ -81,6 +82,11 @@ class Profile:
     gpu_absent: tuple[Path, ...] = ()  # gpu overlays of the base (or defaults) not installed
     # a plugin folder the app loads ELF files from (``[app].plugin_dirs``), for appcheck
     plugin_dirs: tuple[Path, ...] = ()
+    # native backend: run the app as root (never the default); the uid/gid it runs as
+    # when no invoking user is known; host paths shown beneath the layers (FEX's rule)
+    privileged: bool = False
+    run_as: tuple[int, int] = DEFAULT_RUN_AS
+    host_provides: tuple[str, ...] = ()
 
     def layers(self) -> tuple[Layer, ...]:
         """The images in muvm's ``-f`` order: the LAST one wins on a path collision."""
@@ -100,9 +106,12 @@ class Profile:
         gpu_mode: str | None = None,
         timeout_seconds: float | None = None,
         backend: str | None = None,
+        privileged: bool | None = None,
     ) -> Profile:
         """This profile with command-line overrides applied (None keeps the value)."""
         out = self
+        if privileged is not None:
+            out = replace(out, privileged=privileged)
         if gpu_mode is not None:
             out = replace(out, gpu_mode=_check_gpu_mode(gpu_mode))
         if timeout_seconds is not None:
@@ -128,6 +137,9 @@ class Profile:
             "backend": self.backend,
             "gpu_absent": [str(p) for p in self.gpu_absent],
             "plugin_dirs": [str(p) for p in self.plugin_dirs],
+            "privileged": self.privileged,
+            "run_as": list(self.run_as),
+            "host_provides": list(self.host_provides),
         }
 
 
@@ -218,9 +230,11 @@ def build_profile(
     app = app or App()
     base_path: Path
     base_overlays: tuple[Path, ...] = ()
+    host_provides: tuple[str, ...] = ()
     if isinstance(base, Base):
         base_path = base.image
         base_overlays = tuple(base.overlays)
+        host_provides = tuple(base.host_provides)
     elif base is not None:
         base_path = base
     else:
@@ -261,6 +275,9 @@ def build_profile(
         backend=_check_backend(backend or default_backend()),
         gpu_absent=tuple(_absolute(p) for p in absent),
         plugin_dirs=tuple(_absolute(p) for p in app.plugin_dirs),
+        privileged=app.privileged,
+        run_as=app.run_as or DEFAULT_RUN_AS,
+        host_provides=host_provides,
     )
 
 

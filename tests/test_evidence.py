@@ -20,12 +20,17 @@ REPORT_KEYS = [
     "extraction", "fexstack_version", "finished", "format", "guest_command",
     "guest_status_code", "images", "log", "log_tail", "outcome", "phases", "preflight",
     "reason", "runtime_dir", "signal", "stage", "started", "timed_out",
+    # the native backend's identity and host fallback, the display watch, warnings
+    "display", "host_fallback", "identity", "warnings",
 ]  # fmt: skip
+REPORT_KEYS.sort()
 INPUTS_KEYS = ["fexstack_version", "format", "host", "profile", "resolved", "tools"]
 PROFILE_KEYS = [
     "app", "appimage", "args", "backend", "base", "compat", "deps", "env", "gpu", "gpu_absent",
     "gpu_mode", "muvm", "plugin_dirs", "sanitize", "timeout_seconds",
+    "host_provides", "privileged", "run_as",  # native backend
 ]  # fmt: skip
+PROFILE_KEYS.sort()
 ENVIRONMENT_KEYS = [
     "arch", "cpu", "fex_binaries", "fex_version", "kernel", "muvm", "muvm_version", "page_size",
 ]  # fmt: skip

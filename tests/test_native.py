@@ -72,6 +72,13 @@ def layout(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     return {"base": base, "one": one, "two": two, "app": appdir / "app", "work": work}
 
 
+def app_dir(layout: dict[str, object]) -> list[Path]:
+    """The AppDir, bound in: the unprivileged app reaches it inside pytest's 0700 temp."""
+    app = layout["app"]
+    assert isinstance(app, Path)
+    return [app.parent]
+
+
 def profile_for(layout: dict[str, object], deps: list[object]) -> Profile:
     base = layout["base"]
     assert isinstance(base, Path)
@@ -85,7 +92,8 @@ def test_program_loads_through_overlayfs_and_chroot(
     privileged: None, layout: dict[str, object], tmp_path: Path
 ) -> None:
     profile = profile_for(layout, [layout["one"]])
-    result = run_app(profile, command=[str(layout["app"])], evidence_root=tmp_path, echo=False)
+    result = run_app(profile, command=[str(layout["app"])], binds=app_dir(layout),
+                     evidence_root=tmp_path, echo=False)  # fmt: skip
     log = (result.evidence_dir / "run.log").read_text()
     assert result.outcome == "PASS", log
     assert "hello from libfoo one" in log
@@ -100,7 +108,8 @@ def test_missing_deps_layer_fails_with_the_loader_error(
     privileged: None, layout: dict[str, object], tmp_path: Path
 ) -> None:
     profile = profile_for(layout, [])
-    result = run_app(profile, command=[str(layout["app"])], evidence_root=tmp_path, echo=False)
+    result = run_app(profile, command=[str(layout["app"])], binds=app_dir(layout),
+                     evidence_root=tmp_path, echo=False)  # fmt: skip
     log = (result.evidence_dir / "run.log").read_text()
     assert result.outcome == "FAIL", log
     assert "error while loading shared libraries: libfoo.so.1" in log
@@ -113,11 +122,13 @@ def test_the_last_layer_wins(
     privileged: None, layout: dict[str, object], tmp_path: Path
 ) -> None:
     first = run_app(profile_for(layout, [layout["one"], layout["two"]]),
-                    command=[str(layout["app"])], evidence_root=tmp_path, echo=False)  # fmt: skip
+                    command=[str(layout["app"])], binds=app_dir(layout),
+                    evidence_root=tmp_path, echo=False)  # fmt: skip
     text = (first.evidence_dir / "run.log").read_text()
     assert "hello from libfoo two" in text and "hello from libfoo one" not in text
     second = run_app(profile_for(layout, [layout["two"], layout["one"]]),
-                     command=[str(layout["app"])], evidence_root=tmp_path, echo=False)  # fmt: skip
+                     command=[str(layout["app"])], binds=app_dir(layout),
+                    evidence_root=tmp_path, echo=False)  # fmt: skip
     text = (second.evidence_dir / "run.log").read_text()
     assert "hello from libfoo one" in text and "hello from libfoo two" not in text
 
@@ -127,7 +138,7 @@ def test_mounts_vanish_with_the_run(
 ) -> None:
     before = Path("/proc/self/mountinfo").read_text().count("\n")
     profile = profile_for(layout, [layout["one"]])
-    result = native.run(profile, [str(layout["app"])], echo=False)
+    result = native.run(profile, [str(layout["app"])], binds=app_dir(layout), echo=False)
     assert result.exit_status == 0
     assert Path("/proc/self/mountinfo").read_text().count("\n") == before
     assert "fexstack-native" not in Path("/proc/self/mountinfo").read_text()
@@ -139,7 +150,7 @@ def test_unmountable_layer_is_infra(
     junk = tmp_path / "junk.erofs"
     junk.write_bytes(os.urandom(8192))
     profile = profile_for(layout, [("junk", junk, None)])
-    result = native.run(profile, [str(layout["app"])], echo=False)
+    result = native.run(profile, [str(layout["app"])], binds=app_dir(layout), echo=False)
     status = native.interpret(result.exit_status, result.signal, result.text)
     assert result.exit_status == native.SETUP_FAILED
     assert status.outcome == "INFRA" and "junk.erofs" in status.reason
