@@ -145,9 +145,11 @@ def task_fetch() -> Iterator[dict[str, Any]]:
 
 def task_stage() -> Iterator[dict[str, Any]]:
     """Extract the RPMs safely into build/<name>/staging."""
-    for name in STACKS:
-        deps = [str(PROJECT.lock_path(name)), str(PROJECT.record(name, "fetch"))]
-        step = _step("stage", name, deps)
+    for name, info in STACKS.items():
+        # the base (and its gpu and compat overlays): payload paths install through them
+        deps = [str(PROJECT.lock_path(name)), str(PROJECT.record(name, "fetch")),
+                *info.check_deps]
+        step = _step("stage", name, deps, tasking.stage_inputs(info))
         yield {
             **step,
             "doc": f"extract {name}'s RPMs into build/{name}/staging",

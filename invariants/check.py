@@ -31,6 +31,7 @@ def check_tree(
     hwcaps: Sequence[str] = FEX_HWCAPS,
     name: str | None = None,
     digests: Mapping[str, tuple[str, int]] | None = None,
+    dropped: Sequence[Mapping[str, str]] = (),
 ) -> Report:
     """Check ``tree`` (a staged overlay) placed on top of ``view_layers`` (muvm order:
     base, gpu overlays, compat, earlier deps overlays).
@@ -40,6 +41,8 @@ def check_tree(
     (the extraction cache's meta.json): ELF facts of those contents come from the
     persistent cache without opening the file. A file whose size differs, or whose mtime
     is not the stage step's 0, was written since: it is read (and hashed) as if unknown.
+    ``dropped`` lists the tool executables the stage step left out (path, package, type,
+    and for programs what the host has there); the report carries them.
     """
     if stack_class not in registry.CLASSES:
         raise CheckError(f"unknown artifact class {stack_class!r}",
@@ -104,6 +107,7 @@ def check_tree(
         warnings=tuple(warnings),
         elf={path: _elf_row(facts) for path, facts in ctx.elves()},
         linkability=tuple(ctx.extra.get("linkability", ())),
+        dropped=tuple(dict(row) for row in dropped),
     )
 
 

@@ -22,7 +22,7 @@ from overlays.project import Project
 from overlays.stack import Stack, load_stack
 
 # Bumped whenever a step's code changes what it writes, so doit reruns it (config_changed).
-RECIPE = {"lock": 1, "fetch": 1, "stage": 1, "check": 1, "image": 2, "compat": 1, "demo": 1}
+RECIPE = {"lock": 1, "fetch": 1, "stage": 2, "check": 2, "image": 3, "compat": 1, "demo": 1}
 
 
 def action(step: Callable[..., Any]) -> Callable[..., Any]:
@@ -99,8 +99,10 @@ def fetch(project: Project, name: str) -> None:
 
 
 def stage(project: Project, name: str) -> None:
+    from invariants.view import View
     from overlays.staging import stage_lock
 
+    stack = stack_of(project, name)
     starting(
         project.record(name, "stage"), project.owners(name), replaced=(project.staging(name),)
     )
@@ -109,10 +111,15 @@ def stage(project: Project, name: str) -> None:
         staging=project.staging(name),
         record=project.record(name, "stage"),
         owners=project.owners(name),
+        lower=View(view_layers(project, stack)),  # rpm -i into the base writes through it
+        drop_executables=stack.klass == "deps",
+        keep=[k.path for k in stack.keep_executables],
     )
+    installed = result.installed
     print(
         f"stage:{name}: {result.packages} packages, {len(result.extracted)} extracted, "
-        f"{len(result.reused)} reused",
+        f"{len(result.reused)} reused, {len(installed.redirected)} paths installed through "
+        f"the base's symlinks, {len(installed.dropped)} tool executables dropped",
         file=sys.stderr,
     )
 
@@ -199,7 +206,8 @@ def check(project: Project, name: str) -> None:
         stack_class=stack.klass,
         owners=owners,
         view_layers=view_layers(project, stack),
-        waivers=stack.waivers,
+        waivers=[*stack.waivers, *kept_waivers(stack)],
+        dropped=dropped_executables(project, name),
         allow_elf=stack.allow_elf,
         allow_32bit=stack.allow_32bit,
         ld_library_path=[p for p in library_path.split(":") if p],
@@ -210,6 +218,35 @@ def check(project: Project, name: str) -> None:
     write_report(report, project.invariants(name))
     print(report.summary(), file=sys.stderr)
     raise_on_failure(report)
+
+
+def kept_waivers(stack: Stack) -> list[Any]:
+    """A ``[[policy.keep_executable]]`` accounts for the library-focus finding of the
+    path it keeps (with its reason); precedence still judges the path."""
+    from overlays.stack import Waiver
+
+    return [
+        Waiver("library-focus", f"kept executable: {k.reason}", path=k.path)
+        for k in stack.keep_executables
+    ]
+
+
+def stage_record(project: Project, name: str) -> dict[str, Any]:
+    record = jsonio.read(project.record(name, "stage"))
+    return record if isinstance(record, dict) else {}
+
+
+def dropped_executables(project: Project, name: str) -> list[dict[str, str]]:
+    """The stage step's dropped tool executables, each with what the host has there."""
+    from overlays.hostpkgs import providers
+
+    rows = [dict(r) for r in stage_record(project, name).get("dropped", [])]
+    programs = sorted({r["path"] for r in rows if r["type"] != "dir"})
+    host = providers(programs)
+    for row in rows:
+        if row["type"] != "dir":
+            row["host"] = host[row["path"]]
+    return rows
 
 
 def staged_digests(
@@ -228,9 +265,12 @@ def staged_digests(
                 files[pkg.name] = meta["files"]
         except (OSError, ValueError, KeyError, AttributeError):
             continue  # those files are read and hashed by the check instead
+    origin = {  # installed path -> payload path (the extraction's meta.json has those)
+        r["installed"]: r["original"] for r in stage_record(project, name).get("redirected", [])
+    }
     out: dict[str, tuple[str, int]] = {}
     for path, package in owners.items():
-        entry = files.get(package, {}).get(path)
+        entry = files.get(package, {}).get(origin.get(path, path))
         if isinstance(entry, dict) and entry.get("type") == "file":
             sha256, size = entry.get("sha256"), entry.get("size")
             if isinstance(sha256, str) and isinstance(size, int):
@@ -266,6 +306,7 @@ def image(project: Project, name: str) -> None:
             owners=jsonio.read(project.owners(name)),
             image=info,
             invariants_report=project.invariants(name),
+            install=stage_record(project, name),
         ),
     )
     print(f"image:{name}: image    {project.image(name)}")

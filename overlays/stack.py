@@ -126,6 +126,14 @@ class ElfAllowance:
 
 
 @dataclass(frozen=True)
+class KeptExecutable:
+    """A ``[[policy.keep_executable]]``: a tool executable a deps overlay keeps."""
+
+    path: str  # fnmatch glob on the installed path (e.g. /usr/bin/foo)
+    reason: str
+
+
+@dataclass(frozen=True)
 class App:
     """``[app]``: how ``doit run:<name>`` launches the AppImage."""
 
@@ -160,6 +168,7 @@ class Stack:
     app: App | None = None
     files: tuple[Path, ...] = ()  # every file read to build this object (for task deps)
     included: tuple[str, ...] = ()  # every stack merged in (transitively), in merge order
+    keep_executables: tuple[KeptExecutable, ...] = ()  # deps overlays drop the others
 
 
 # --- reading and validating ------------------------------------------------------------
@@ -479,6 +488,7 @@ class _Merged:
     exclude: set[str] = field(default_factory=set)
     waivers: list[Waiver] = field(default_factory=list)
     allow_elf: list[ElfAllowance] = field(default_factory=list)
+    keep: list[KeptExecutable] = field(default_factory=list)
     files: list[Path] = field(default_factory=list)
     included: list[str] = field(default_factory=list)
 
@@ -488,6 +498,7 @@ class _Merged:
         self.exclude |= other.exclude
         self.waivers += [w for w in other.waivers if w not in self.waivers]
         self.allow_elf += [a for a in other.allow_elf if a not in self.allow_elf]
+        self.keep += [k for k in other.keep if k not in self.keep]
         self.files += [f for f in other.files if f not in self.files]
         self.included += [n for n in other.included if n not in self.included]
 
@@ -533,6 +544,10 @@ class _Loader:
         ]
         merged.allow_elf += [
             ElfAllowance(path=a["path"], reason=a["reason"]) for a in policy.get("allow_elf", [])
+        ]
+        merged.keep += [
+            KeptExecutable(path=k["path"], reason=k["reason"])
+            for k in policy.get("keep_executable", [])
         ]
         for index, child in enumerate(doc.get("stack", {}).get("include", [])):
             where = f"{_show(path)}: {key_path(['stack', 'include', index])}"
@@ -660,6 +675,7 @@ def load_stack(stacks_dir: Path, name: str) -> Stack:
         app=_app(doc["app"], path.parent) if "app" in doc else None,
         files=(*merged.files, repos_path, base.path),
         included=tuple(merged.included),
+        keep_executables=tuple(merged.keep),
     )
 
 
