@@ -45,6 +45,8 @@ if tasking.executes_tasks(sys.argv[1:]):
 multiprocessing.set_start_method("fork", force=True)
 
 STACKS = tasking.stacks(PROJECT)
+# run:<app> leaves its evidence also when one of its overlays fails to build or check.
+DOIT_CONFIG["reporter"] = tasking.evidence_reporter(PROJECT, STACKS)
 
 
 def _do(step: Any, *args: Any) -> Any:

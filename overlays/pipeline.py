@@ -7,11 +7,13 @@ failed task whose message carries the hint.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import io
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from doit.exceptions import TaskFailed
 
@@ -26,17 +28,52 @@ RECIPE = {"lock": 1, "fetch": 1, "stage": 2, "check": 2, "image": 3, "compat": 1
 
 
 def action(step: Callable[..., Any]) -> Callable[..., Any]:
-    """Wrap a step for doit: a :class:`FexstackError` becomes a failed task with its hint."""
+    """Wrap a step for doit: a :class:`FexstackError` becomes a failed task with its hint.
+
+    A step of a stack or base (``step(project, name)``) also leaves what it printed, and
+    its error, in ``build/logs/<step>-<name>.log``: a run whose overlay failed to build
+    puts it into its evidence.
+    """
 
     @functools.wraps(step)
     def wrapped(*args: Any, **kwargs: Any) -> TaskFailed | None:
+        named = (step.__name__ in RECIPE and len(args) >= 2 and isinstance(args[0], Project)
+                 and isinstance(args[1], str))
+        out = io.StringIO()
+        failed: TaskFailed | None = None
         try:
-            step(*args, **kwargs)
+            with contextlib.redirect_stdout(_Tee(sys.stdout, out)), contextlib.redirect_stderr(
+                _Tee(sys.stderr, out)
+            ):
+                step(*args, **kwargs)
         except FexstackError as err:
-            return TaskFailed(format_error(err))
-        return None
+            failed = TaskFailed(format_error(err))
+            out.write(f"error: {format_error(err)}\n")
+        finally:
+            if named:
+                atomic.write_text(step_log(args[0], step.__name__, args[1]), out.getvalue())
+        return failed
 
     return wrapped
+
+
+def step_log(project: Project, step: str, name: str) -> Path:
+    """What the last run of ``<step>:<name>`` printed (and its error, if it failed)."""
+    return project.build_dir / "logs" / f"{step}-{name}.log"
+
+
+class _Tee(io.TextIOBase):
+    """Writes to a stream and keeps a copy."""
+
+    def __init__(self, stream: TextIO, copy: io.StringIO) -> None:
+        self.stream, self.copy = stream, copy
+
+    def write(self, text: str) -> int:
+        self.copy.write(text)
+        return self.stream.write(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
 
 
 def starting(*outputs: Path, replaced: tuple[Path, ...] = ()) -> None:

@@ -7,6 +7,7 @@ hint, so ``doit list`` works while one stack file is broken.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import glob
 import json
@@ -446,3 +447,79 @@ def step_done(stamp: Path, file_dep: Sequence[str], config: Any) -> Callable[[],
         return bool(recorded == _stamp(file_dep, config))
 
     return check
+
+
+# --- evidence when a run's overlay fails to build -----------------------------------------
+
+_STEPS = ("lock", "fetch", "stage", "check", "image", "overlay")
+
+
+def evidence_reporter(project: Project, infos: dict[str, StackInfo]) -> type:
+    """doit's console reporter, plus: when ``run:<app>`` was asked for and a step it
+    depends on (``check:<app>``, ``compat:<base>`` ...) failed, so that doit never ran
+    it, the run's evidence bundle is still written (INFRA, naming the step and stack).
+    The up-to-date rules stay doit's: the run task keeps its task_dep on the overlay."""
+    from doit.reporter import ConsoleReporter
+
+    class EvidenceReporter(ConsoleReporter):  # type: ignore[misc]
+        def initialize(self, tasks: dict[str, Any], selected_tasks: list[str]) -> None:
+            super().initialize(tasks, selected_tasks)
+            self.fexstack_tasks = tasks
+            self.fexstack_runs = [t for t in selected_tasks if t.startswith("run:")]
+            self.fexstack_failed: list[tuple[str, str]] = []
+
+        def add_failure(self, task: Any, fail: Any) -> None:
+            super().add_failure(task, fail)
+            if not task.name.startswith("run:"):
+                self.fexstack_failed.append((task.name, fail.get_msg()))
+
+        def complete_run(self) -> None:
+            for run_task in getattr(self, "fexstack_runs", []):
+                task = self.fexstack_tasks.get(run_task)
+                if task is None or task.executed:
+                    continue
+                name = run_task.partition(":")[2]
+                with contextlib.suppress(FexstackError):
+                    _build_failed_evidence(project, infos.get(name), name, task,
+                                           self.fexstack_failed)
+            super().complete_run()
+
+    return EvidenceReporter
+
+
+def _build_failed_evidence(
+    project: Project, info: StackInfo | None, name: str, task: Any,
+    failed: list[tuple[str, str]],
+) -> None:
+    from runner.launch import build_failed
+
+    if info is None or info.stack is None:
+        return
+    stack = info.stack
+    mine = {f"{step}:{name}" for step in _STEPS} | {f"compat:{stack.base.id}"}
+    culprit = next(((t, msg) for t, msg in failed if t in mine), None)
+    if culprit is None:
+        return
+    failed_task, message = culprit
+    step, _, target = failed_task.partition(":")
+    text = ""
+    log = pipeline.step_log(project, step, target)
+    if log.is_file():
+        text = log.read_text(errors="replace")
+    if step == "check" and project.invariants(name).is_file():
+        text += f"\n== the check report: {project.invariants(name)}\n"
+    text += f"\n== {failed_task} failed\n{message}"
+    options = task.options or {}
+    out_dir = options.get("out_dir") or ""
+    build_failed(
+        stack,
+        task=failed_task,
+        stack_name=name,
+        log=text,
+        deps=deps_layers(project, name),
+        out_dir=Path(out_dir).absolute() if out_dir else None,
+        gpu_mode=options.get("gpu_mode") or None,
+        backend=options.get("backend") or None,
+        timeout_seconds=options.get("timeout_seconds") or None,
+        evidence_root=project.evidence_dir,
+    )
