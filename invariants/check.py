@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from fexstack.errors import CheckError
-from invariants import elf, registry
+from invariants import elf, registry, remedy
 from invariants.context import CheckContext, Finding
 from invariants.loader import DEFAULT_LIB_DIRS, FEX_HWCAPS, Search
 from invariants.report import Report
@@ -74,6 +74,8 @@ def check_tree(
                 elif policy == "report":
                     finding = dataclasses.replace(finding, status="reported")
                 finding = _waive(finding, inv, waivers, used)
+                if finding.status == "fail":
+                    finding = dataclasses.replace(finding, hint=remedy.with_remedy(finding))
                 mine.append(finding)
         counts = {k: sum(f.status == k for f in mine) for k in ("fail", "accounted", "reported")}
         if policy == "skip":

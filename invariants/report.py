@@ -81,7 +81,7 @@ class Report:
                 detail = f"{finding.path}: {detail}"
             lines.append(f"{finding.status}: {finding.invariant}: {detail}{owner}")
             if finding.hint:
-                lines.append(f"  hint: {finding.hint}")
+                lines.append("  hint: " + finding.hint.replace("\n", "\n    "))
         if len(listed) > shown:
             lines.append(f"... and {len(listed) - shown} more (see the JSON report)")
         return "\n".join(lines)
