@@ -9,6 +9,12 @@ renamed into place, so a killed stage never leaves a tree that looks complete.
 Staged files may share their inode with the cache: later steps must treat the staging
 tree as read-only (replace a file, never write into it).
 
+Each payload path is first mapped to where ``rpm -i`` into the base would write it
+(:mod:`overlays.install`: through the lower layers' directory symlinks, so ``/lib64/x``
+lands at ``/usr/lib64/x`` on a merged-/usr base), and a deps overlay leaves out what lands
+under bin, sbin, usr/bin or usr/sbin unless the stack keeps it; ``stage.json`` lists both
+(``redirected``, ``dropped``). Everything below works on installed paths.
+
 Before anything is written, the packages' file lists are checked together, in an order
 that does not depend on the lock's:
 - a path below a symlink of another package (A: /usr/lib64/foo -> /tmp, B:
