@@ -57,7 +57,19 @@ PIPE_CLASH = Package(
     autoreq=False,
 )
 
-OVERLAY_PACKAGES = (PIPE_A, PIPE_B, PIPE_C, PIPE_EXTRA, PIPE_OTHER, PIPE_TOOL, PIPE_CLASH)
+# An old third-party package: its library in /lib64, its tool in /bin.
+PIPE_OLD = Package(
+    "pipe-old",
+    summary="a vendor RPM from before the /usr merge",
+    contents=(
+        Library("libpipe-old.so.1", path="/lib64/libpipe-old.so.1"),
+        File("/bin/pipe-old-tool", b"an old tool\n", 0o755),
+    ),
+)
+
+OVERLAY_PACKAGES = (
+    PIPE_A, PIPE_B, PIPE_C, PIPE_EXTRA, PIPE_OTHER, PIPE_TOOL, PIPE_CLASH, PIPE_OLD
+)
 
 
 @dataclass(frozen=True)
