@@ -53,10 +53,14 @@ def test_failed_check_still_leaves_run_evidence(tmp_path: Path, fixtures: ps.Fix
     assert "invariants FAILED" in log  # the check summary
     assert "C precedence: fail" in log and "/etc/ld.so.conf" in log and "pipe-clash" in log
     assert f"evidence: {bundle}" in run.stdout
-    # the overlay fixed, the run task's dependencies succeed: no build-failure bundle
+    # the overlay fixed, the run itself starts (and stops at preflight: no AppImage)
     with_app(project, SEEDS)
-    run = project.doit("overlay:app")
-    assert len(bundles(project)) == 1
+    run = project.doit("run:app", "--backend", "native", check=False)
+    assert run.ran("image:app") and run.ran("run:app"), run.output
+    first, second = bundles(project)
+    assert first == bundle
+    report = checked(second / "run.report.json", "run-report")
+    assert report["stage"] != "build" and "build_failure" not in report
 
 
 def test_failed_lock_names_the_lock_step(tmp_path: Path, fixtures: ps.Fixtures) -> None:

@@ -191,3 +191,54 @@ def test_host_providers_from_a_real_rpm_database(factory: Factory, tmp_path: Pat
     assert hostpkgs.providers(asked, dbpath=str(db)) == {
         "/usr/bin/thing": "thing-1.0-1.x86_64", "/usr/bin/other": hostpkgs.ABSENT}
     assert hostpkgs.providers([]) == {}
+
+
+def test_host_query_argv_and_a_host_without_rpm(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The exact commands asked of the host's rpm; no rpm at all: the host is unknown."""
+    import subprocess
+
+    calls: list[list[str]] = []
+
+    def fake_run(argv: list[str], **kwargs: object) -> subprocess.CompletedProcess[bytes]:
+        calls.append([str(a) for a in argv])
+        if "-qa" in argv:
+            return subprocess.CompletedProcess(argv, 0, b"....", b"")
+        if argv[-1] == "/usr/bin/bwrap":
+            return subprocess.CompletedProcess(argv, 0, b"bubblewrap-0.11.0-2.fc44.aarch64\n",
+                                               b"")
+        return subprocess.CompletedProcess(argv, 1, b"no package provides /usr/bin/x\n", b"")
+
+    monkeypatch.setattr(hostpkgs.command, "run", fake_run)
+    monkeypatch.setattr(hostpkgs.command, "which", lambda name: Path("/usr/bin/rpm"))
+    assert hostpkgs.providers(["/usr/bin/bwrap", "/usr/bin/x"]) == {
+        "/usr/bin/bwrap": "bubblewrap-0.11.0-2.fc44.aarch64", "/usr/bin/x": hostpkgs.ABSENT}
+    assert calls == [
+        ["rpm", "-qa", "--qf", "."],
+        ["rpm", "-q", "--whatprovides", "--qf", "%{NEVRA}\\n", "/usr/bin/bwrap"],
+        ["rpm", "-q", "--whatprovides", "--qf", "%{NEVRA}\\n", "/usr/bin/x"],
+    ]
+    monkeypatch.setattr(hostpkgs.command, "which", lambda name: None)
+    assert hostpkgs.providers(["/usr/bin/bwrap"]) == {"/usr/bin/bwrap": hostpkgs.UNKNOWN}
+
+
+def test_a_kept_executable_still_may_not_override_the_base(tmp_path: Path) -> None:
+    """keep_executable accounts for library-focus only: precedence still fails a kept
+    path the base owns, and a kept new path passes."""
+    from types import SimpleNamespace
+
+    from overlays.pipeline import kept_waivers
+    from overlays.stack import KeptExecutable
+
+    base = tree_with_links(tmp_path / "base")
+    (base / "usr/bin/bash").write_text("the base's shell")
+    tree = tmp_path / "tree"
+    (tree / "usr/bin").mkdir(parents=True)
+    (tree / "usr/bin/bash").write_text("an x86 shell")
+    (tree / "usr/bin/newtool").write_text("a tool the base lacks")
+    stack = SimpleNamespace(keep_executables=(KeptExecutable("/usr/bin/*", "the app runs it"),))
+    keep = kept_waivers(stack)  # type: ignore[arg-type]
+    report = check_tree(tree, stack_class="deps", owners={}, waivers=keep,
+                        view_layers=[Layer("base", base, "base")])
+    assert [f.path for f in report.failures()] == ["/usr/bin/bash"]
+    assert report.failures()[0].invariant == "precedence"
+    assert report.invariants["library-focus"]["status"] == "accounted"
