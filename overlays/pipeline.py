@@ -48,7 +48,10 @@ def action(step: Callable[..., Any]) -> Callable[..., Any]:
                 step(*args, **kwargs)
         except FexstackError as err:
             failed = TaskFailed(format_error(err))
-            out.write(f"error: {format_error(err)}\n")
+            # the check prints its summary, which is also its error's message: once is enough
+            said = err.message in out.getvalue()
+            out.write(f"hint: {err.hint}\n" if said and err.hint else
+                      "" if said else f"{format_error(err)}\n")
         finally:
             if named:
                 atomic.write_text(step_log(args[0], step.__name__, args[1]), out.getvalue())

@@ -6,9 +6,9 @@ TOML. Relative paths are relative to the file that names them; ``~`` expands.
 
 Rules a user relies on:
 
-- ``[stack].include`` names other stacks whose ``[seeds]``, ``[exclude]``, waivers and
-  ``allow_elf`` entries merge in, recursively. On a seed name clash the including stack's
-  own seed wins, then the includes in the order listed (depth first). Only the stack being
+- ``[stack].include`` names other stacks whose ``[seeds]``, ``[exclude]``, waivers,
+  ``allow_elf`` and ``keep_executable`` entries merge in, recursively. On a seed name
+  clash the including stack's own seed wins, then the includes in the order listed (depth first). Only the stack being
   loaded governs ``[stack]`` class and base, ``[source]``, ``[policy].allow_32bit``,
   ``[image]`` and ``[app]``: those tables of an included stack are validated but ignored.
 - A stack used only through ``include`` may omit ``[stack].base`` and ``[source]``;

@@ -12,6 +12,7 @@ import dataclasses
 import glob
 import json
 import os
+import time
 import urllib.parse
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -464,6 +465,7 @@ def evidence_reporter(project: Project, infos: dict[str, StackInfo]) -> type:
     class EvidenceReporter(ConsoleReporter):  # type: ignore[misc]
         def initialize(self, tasks: dict[str, Any], selected_tasks: list[str]) -> None:
             super().initialize(tasks, selected_tasks)
+            self.fexstack_started = time.time()
             self.fexstack_tasks = tasks
             self.fexstack_runs = [t for t in selected_tasks if t.startswith("run:")]
             self.fexstack_failed: list[tuple[str, str]] = []
@@ -481,7 +483,7 @@ def evidence_reporter(project: Project, infos: dict[str, StackInfo]) -> type:
                 name = run_task.partition(":")[2]
                 with contextlib.suppress(FexstackError):
                     _build_failed_evidence(project, infos.get(name), name, task,
-                                           self.fexstack_failed)
+                                           self.fexstack_failed, self.fexstack_started)
             super().complete_run()
 
     return EvidenceReporter
@@ -489,7 +491,7 @@ def evidence_reporter(project: Project, infos: dict[str, StackInfo]) -> type:
 
 def _build_failed_evidence(
     project: Project, info: StackInfo | None, name: str, task: Any,
-    failed: list[tuple[str, str]],
+    failed: list[tuple[str, str]], started: float,
 ) -> None:
     from runner.launch import build_failed
 
@@ -502,13 +504,12 @@ def _build_failed_evidence(
         return
     failed_task, message = culprit
     step, _, target = failed_task.partition(":")
-    text = ""
     log = pipeline.step_log(project, step, target)
-    if log.is_file():
-        text = log.read_text(errors="replace")
+    # the step's own output (its error included) when this build ran it; else doit's message
+    fresh = log.is_file() and log.stat().st_mtime >= started - 1
+    text = log.read_text(errors="replace") if fresh else f"{message}\n"
     if step == "check" and project.invariants(name).is_file():
-        text += f"\n== the check report: {project.invariants(name)}\n"
-    text += f"\n== {failed_task} failed\n{message}"
+        text += f"== the check report: {project.invariants(name)}\n"
     options = task.options or {}
     out_dir = options.get("out_dir") or ""
     build_failed(

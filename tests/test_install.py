@@ -242,3 +242,29 @@ def test_a_kept_executable_still_may_not_override_the_base(tmp_path: Path) -> No
     assert [f.path for f in report.failures()] == ["/usr/bin/bash"]
     assert report.failures()[0].invariant == "precedence"
     assert report.invariants["library-focus"]["status"] == "accounted"
+
+
+def test_keep_executable_loads_and_merges_through_includes(tmp_path: Path) -> None:
+    from overlays.stack import KeptExecutable, load_stack
+    from tests import pipeline_support as ps
+
+    stacks = tmp_path / "stacks"
+    (stacks / "bases").mkdir(parents=True)
+    (stacks / "repos.toml").write_text('[repos.fixture]\nbaseurl = ["file:///nowhere"]\n'
+                                       "gpgcheck = false\n")
+    (stacks / "bases" / "fixture.toml").write_text(ps.base_toml(tmp_path, tmp_path / "none"))
+    (stacks / "webview.toml").write_text(
+        '[seeds]\nwebkit2gtk4_1 = "web views"\n\n[[policy.keep_executable]]\n'
+        'path = "/usr/bin/bwrap"\nreason = "the web process sandbox runs it"\n')
+    (stacks / "app.toml").write_text(
+        ps.stack_toml(seeds={"pipe-c": "the app"}).replace(
+            'class = "deps"', 'class = "deps"\ninclude = ["webview"]')
+        + '\n[[policy.keep_executable]]\npath = "/usr/sbin/tool*"\nreason = "the app"\n')
+    stack = load_stack(stacks, "app")
+    assert stack.keep_executables == (
+        KeptExecutable("/usr/sbin/tool*", "the app"),
+        KeptExecutable("/usr/bin/bwrap", "the web process sandbox runs it"))
+    (stacks / "app.toml").write_text(ps.stack_toml(seeds={"pipe-c": "the app"})
+                                     + '\n[[policy.keep_executable]]\npath = "/usr/bin/x"\n')
+    with pytest.raises(Exception, match="reason"):
+        load_stack(stacks, "app")
