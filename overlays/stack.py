@@ -8,9 +8,10 @@ Rules a user relies on:
 
 - ``[stack].include`` names other stacks whose ``[seeds]``, ``[exclude]``, waivers,
   ``allow_elf`` and ``keep_executable`` entries merge in, recursively. On a seed name
-  clash the including stack's own seed wins, then the includes in the order listed (depth first). Only the stack being
-  loaded governs ``[stack]`` class and base, ``[source]``, ``[policy].allow_32bit``,
-  ``[image]`` and ``[app]``: those tables of an included stack are validated but ignored.
+  clash the including stack's own seed wins, then the includes in the order listed (depth
+  first). Only the stack being loaded governs ``[stack]`` class and base, ``[source]``,
+  ``[policy].allow_32bit``, ``[image]`` and ``[app]``: those tables of an included stack
+  are validated but ignored.
 - A stack used only through ``include`` may omit ``[stack].base`` and ``[source]``;
   loading such a stack by itself fails with a message saying what is missing.
   :func:`buildable` lists the stacks that can be built on their own.
