@@ -45,6 +45,8 @@ if tasking.executes_tasks(sys.argv[1:]):
 multiprocessing.set_start_method("fork", force=True)
 
 STACKS = tasking.stacks(PROJECT)
+# run:<app> leaves its evidence also when one of its overlays fails to build or check.
+DOIT_CONFIG["reporter"] = tasking.evidence_reporter(PROJECT, STACKS)
 
 
 def _do(step: Any, *args: Any) -> Any:
@@ -145,9 +147,11 @@ def task_fetch() -> Iterator[dict[str, Any]]:
 
 def task_stage() -> Iterator[dict[str, Any]]:
     """Extract the RPMs safely into build/<name>/staging."""
-    for name in STACKS:
-        deps = [str(PROJECT.lock_path(name)), str(PROJECT.record(name, "fetch"))]
-        step = _step("stage", name, deps)
+    for name, info in STACKS.items():
+        # the base (and its gpu and compat overlays): payload paths install through them
+        deps = [str(PROJECT.lock_path(name)), str(PROJECT.record(name, "fetch")),
+                *info.check_deps]
+        step = _step("stage", name, deps, tasking.stage_inputs(info))
         yield {
             **step,
             "doc": f"extract {name}'s RPMs into build/{name}/staging",

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from fexstack.errors import CheckError
-from invariants import elf, registry
+from invariants import elf, registry, remedy
 from invariants.context import CheckContext, Finding
 from invariants.loader import DEFAULT_LIB_DIRS, FEX_HWCAPS, Search
 from invariants.report import Report
@@ -31,6 +31,7 @@ def check_tree(
     hwcaps: Sequence[str] = FEX_HWCAPS,
     name: str | None = None,
     digests: Mapping[str, tuple[str, int]] | None = None,
+    dropped: Sequence[Mapping[str, str]] = (),
 ) -> Report:
     """Check ``tree`` (a staged overlay) placed on top of ``view_layers`` (muvm order:
     base, gpu overlays, compat, earlier deps overlays).
@@ -40,6 +41,8 @@ def check_tree(
     (the extraction cache's meta.json): ELF facts of those contents come from the
     persistent cache without opening the file. A file whose size differs, or whose mtime
     is not the stage step's 0, was written since: it is read (and hashed) as if unknown.
+    ``dropped`` lists the tool executables the stage step left out (path, package, type,
+    and for programs what the host has there); the report carries them.
     """
     if stack_class not in registry.CLASSES:
         raise CheckError(f"unknown artifact class {stack_class!r}",
@@ -71,6 +74,8 @@ def check_tree(
                 elif policy == "report":
                     finding = dataclasses.replace(finding, status="reported")
                 finding = _waive(finding, inv, waivers, used)
+                if finding.status == "fail":
+                    finding = dataclasses.replace(finding, hint=remedy.with_remedy(finding))
                 mine.append(finding)
         counts = {k: sum(f.status == k for f in mine) for k in ("fail", "accounted", "reported")}
         if policy == "skip":
@@ -104,6 +109,7 @@ def check_tree(
         warnings=tuple(warnings),
         elf={path: _elf_row(facts) for path, facts in ctx.elves()},
         linkability=tuple(ctx.extra.get("linkability", ())),
+        dropped=tuple(dict(row) for row in dropped),
     )
 
 

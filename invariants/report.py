@@ -26,6 +26,7 @@ class Report:
     warnings: tuple[str, ...]
     elf: Mapping[str, dict[str, Any]]
     linkability: tuple[dict[str, Any], ...]
+    dropped: tuple[dict[str, str], ...] = ()  # tool executables the stage step left out
 
     @property
     def failed(self) -> bool:
@@ -46,6 +47,7 @@ class Report:
             "warnings": list(self.warnings),
             "elf": dict(self.elf),
             "linkability": list(self.linkability),
+            "dropped": list(self.dropped),
         }
 
     def summary(self, shown: int = SHOWN) -> str:
@@ -59,6 +61,16 @@ class Report:
             letter = f"{inv['letter']} " if inv["letter"] else ""
             lines.append(f"  {letter}{name}: {inv['status']} ({inv['policy']})"
                          + (f": {extra}" if extra else ""))
+        programs = [d for d in self.dropped if d.get("type") != "dir"]
+        if programs:
+            lines.append(f"  dropped {len(programs)} tool executable(s), as the FEX RootFS "
+                         "does (x86 processes run the host's); keep one with "
+                         "[[policy.keep_executable]]:")
+            for row in programs[:shown]:
+                lines.append(f"    {row['path']} [package {row['package']}]: "
+                             f"{row.get('host', 'host unknown')}")
+            if len(programs) > shown:
+                lines.append(f"    ... and {len(programs) - shown} more (see the JSON report)")
         for warning in self.warnings:
             lines.append(f"warning: {warning}")
         listed = self.failures() or [f for f in self.findings if f.status == "reported"]
@@ -69,7 +81,7 @@ class Report:
                 detail = f"{finding.path}: {detail}"
             lines.append(f"{finding.status}: {finding.invariant}: {detail}{owner}")
             if finding.hint:
-                lines.append(f"  hint: {finding.hint}")
+                lines.append("  hint: " + finding.hint.replace("\n", "\n    "))
         if len(listed) > shown:
             lines.append(f"... and {len(listed) - shown} more (see the JSON report)")
         return "\n".join(lines)

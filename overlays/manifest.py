@@ -68,6 +68,7 @@ def make_manifest(
     owners: Mapping[str, str],
     image: ImageInfo,
     invariants_report: Path | None,
+    install: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The manifest of ``image``; its file list is ``image.entries``.
 
@@ -76,7 +77,8 @@ def make_manifest(
     image, whatever happened to the tree since. For an :class:`ImageInfo` without entries
     the image is read back here. Paths of the stack files, lock and invariants report are
     recorded relative to the folder they have in common (typically the project root). Not
-    validated here: :func:`write_manifest` does it.
+    validated here: :func:`write_manifest` does it. ``install`` (the stage record) gives
+    the manifest's ``install``: paths redirected into the base and executables dropped.
     """
     recorded = [*stack_files, *(p for p in (lock_path, invariants_report) if p is not None)]
     anchor = _anchor(recorded)
@@ -177,6 +179,11 @@ def make_manifest(
             FSCK: command.tool_version([FSCK, "--version"]),
         },
     }
+    if install is not None:
+        manifest["install"] = {
+            "redirected": list(install.get("redirected", [])),
+            "dropped": list(install.get("dropped", [])),
+        }
     return manifest
 
 

@@ -7,12 +7,14 @@ failed task whose message carries the hint.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import io
 import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from doit.exceptions import TaskFailed
 
@@ -23,21 +25,59 @@ from overlays.project import Project
 from overlays.stack import Stack, load_stack
 
 # Bumped whenever a step's code changes what it writes, so doit reruns it (config_changed).
-RECIPE = {"lock": 1, "fetch": 1, "stage": 1, "check": 1, "image": 2, "compat": 1, "demo": 1}
+RECIPE = {"lock": 1, "fetch": 1, "stage": 2, "check": 2, "image": 3, "compat": 1, "demo": 1}
 
 
 def action(step: Callable[..., Any]) -> Callable[..., Any]:
-    """Wrap a step for doit: a :class:`FexstackError` becomes a failed task with its hint."""
+    """Wrap a step for doit: a :class:`FexstackError` becomes a failed task with its hint.
+
+    A step of a stack or base (``step(project, name)``) also leaves what it printed, and
+    its error, in ``build/logs/<step>-<name>.log``: a run whose overlay failed to build
+    puts it into its evidence.
+    """
 
     @functools.wraps(step)
     def wrapped(*args: Any, **kwargs: Any) -> TaskFailed | None:
+        named = (step.__name__ in RECIPE and len(args) >= 2 and isinstance(args[0], Project)
+                 and isinstance(args[1], str))
+        out = io.StringIO()
+        failed: TaskFailed | None = None
         try:
-            step(*args, **kwargs)
+            with contextlib.redirect_stdout(_Tee(sys.stdout, out)), contextlib.redirect_stderr(
+                _Tee(sys.stderr, out)
+            ):
+                step(*args, **kwargs)
         except FexstackError as err:
-            return TaskFailed(format_error(err))
-        return None
+            failed = TaskFailed(format_error(err))
+            # the check prints its summary, which is also its error's message: once is enough
+            said = err.message in out.getvalue()
+            out.write(f"hint: {err.hint}\n" if said and err.hint else
+                      "" if said else f"{format_error(err)}\n")
+        finally:
+            if named:
+                atomic.write_text(step_log(args[0], step.__name__, args[1]), out.getvalue())
+        return failed
 
     return wrapped
+
+
+def step_log(project: Project, step: str, name: str) -> Path:
+    """What the last run of ``<step>:<name>`` printed (and its error, if it failed)."""
+    return project.build_dir / "logs" / f"{step}-{name}.log"
+
+
+class _Tee(io.TextIOBase):
+    """Writes to a stream and keeps a copy."""
+
+    def __init__(self, stream: TextIO, copy: io.StringIO) -> None:
+        self.stream, self.copy = stream, copy
+
+    def write(self, text: str) -> int:
+        self.copy.write(text)
+        return self.stream.write(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
 
 
 def starting(*outputs: Path, replaced: tuple[Path, ...] = ()) -> None:
@@ -100,8 +140,10 @@ def fetch(project: Project, name: str) -> None:
 
 
 def stage(project: Project, name: str) -> None:
+    from invariants.view import View
     from overlays.staging import stage_lock
 
+    stack = stack_of(project, name)
     starting(
         project.record(name, "stage"), project.owners(name), replaced=(project.staging(name),)
     )
@@ -110,10 +152,15 @@ def stage(project: Project, name: str) -> None:
         staging=project.staging(name),
         record=project.record(name, "stage"),
         owners=project.owners(name),
+        lower=View(view_layers(project, stack)),  # rpm -i into the base writes through it
+        drop_executables=stack.klass == "deps",
+        keep=[k.path for k in stack.keep_executables],
     )
+    installed = result.installed
     print(
         f"stage:{name}: {result.packages} packages, {len(result.extracted)} extracted, "
-        f"{len(result.reused)} reused",
+        f"{len(result.reused)} reused, {len(installed.redirected)} paths installed through "
+        f"the base's symlinks, {len(installed.dropped)} tool executables dropped",
         file=sys.stderr,
     )
 
@@ -201,7 +248,8 @@ def check(project: Project, name: str) -> None:
         stack_class=stack.klass,
         owners=owners,
         view_layers=view_layers(project, stack),
-        waivers=stack.waivers,
+        waivers=[*stack.waivers, *kept_waivers(stack)],
+        dropped=dropped_executables(project, name),
         allow_elf=stack.allow_elf,
         allow_32bit=stack.allow_32bit,
         ld_library_path=[p for p in library_path.split(":") if p],
@@ -212,6 +260,35 @@ def check(project: Project, name: str) -> None:
     write_report(report, project.invariants(name))
     print(report.summary(), file=sys.stderr)
     raise_on_failure(report)
+
+
+def kept_waivers(stack: Stack) -> list[Any]:
+    """A ``[[policy.keep_executable]]`` accounts for the library-focus finding of the
+    path it keeps (with its reason); precedence still judges the path."""
+    from overlays.stack import Waiver
+
+    return [
+        Waiver("library-focus", f"kept executable: {k.reason}", path=k.path)
+        for k in stack.keep_executables
+    ]
+
+
+def stage_record(project: Project, name: str) -> dict[str, Any]:
+    record = jsonio.read(project.record(name, "stage"))
+    return record if isinstance(record, dict) else {}
+
+
+def dropped_executables(project: Project, name: str) -> list[dict[str, str]]:
+    """The stage step's dropped tool executables, each with what the host has there."""
+    from overlays.hostpkgs import providers
+
+    rows = [dict(r) for r in stage_record(project, name).get("dropped", [])]
+    programs = sorted({r["path"] for r in rows if r["type"] != "dir"})
+    host = providers(programs)
+    for row in rows:
+        if row["type"] != "dir":
+            row["host"] = host[row["path"]]
+    return rows
 
 
 def staged_digests(
@@ -230,9 +307,12 @@ def staged_digests(
                 files[pkg.name] = meta["files"]
         except (OSError, ValueError, KeyError, AttributeError):
             continue  # those files are read and hashed by the check instead
+    origin = {  # installed path -> payload path (the extraction's meta.json has those)
+        r["installed"]: r["original"] for r in stage_record(project, name).get("redirected", [])
+    }
     out: dict[str, tuple[str, int]] = {}
     for path, package in owners.items():
-        entry = files.get(package, {}).get(path)
+        entry = files.get(package, {}).get(origin.get(path, path))
         if isinstance(entry, dict) and entry.get("type") == "file":
             sha256, size = entry.get("sha256"), entry.get("size")
             if isinstance(sha256, str) and isinstance(size, int):
@@ -268,6 +348,7 @@ def image(project: Project, name: str) -> None:
             owners=jsonio.read(project.owners(name)),
             image=info,
             invariants_report=project.invariants(name),
+            install=stage_record(project, name),
         ),
     )
     print(f"image:{name}: image    {project.image(name)}")

@@ -6,11 +6,12 @@ TOML. Relative paths are relative to the file that names them; ``~`` expands.
 
 Rules a user relies on:
 
-- ``[stack].include`` names other stacks whose ``[seeds]``, ``[exclude]``, waivers and
-  ``allow_elf`` entries merge in, recursively. On a seed name clash the including stack's
-  own seed wins, then the includes in the order listed (depth first). Only the stack being
-  loaded governs ``[stack]`` class and base, ``[source]``, ``[policy].allow_32bit``,
-  ``[image]`` and ``[app]``: those tables of an included stack are validated but ignored.
+- ``[stack].include`` names other stacks whose ``[seeds]``, ``[exclude]``, waivers,
+  ``allow_elf`` and ``keep_executable`` entries merge in, recursively. On a seed name
+  clash the including stack's own seed wins, then the includes in the order listed (depth
+  first). Only the stack being loaded governs ``[stack]`` class and base, ``[source]``,
+  ``[policy].allow_32bit``, ``[image]`` and ``[app]``: those tables of an included stack
+  are validated but ignored.
 - A stack used only through ``include`` may omit ``[stack].base`` and ``[source]``;
   loading such a stack by itself fails with a message saying what is missing.
   :func:`buildable` lists the stacks that can be built on their own.
@@ -136,6 +137,14 @@ class ElfAllowance:
 
 
 @dataclass(frozen=True)
+class KeptExecutable:
+    """A ``[[policy.keep_executable]]``: a tool executable a deps overlay keeps."""
+
+    path: str  # fnmatch glob on the installed path (e.g. /usr/bin/foo)
+    reason: str
+
+
+@dataclass(frozen=True)
 class App:
     """``[app]``: how ``doit run:<name>`` launches the AppImage."""
 
@@ -175,6 +184,7 @@ class Stack:
     files: tuple[Path, ...] = ()  # every file read to build this object (for task deps)
     included: tuple[str, ...] = ()  # every stack merged in (transitively), in merge order
     pull_digest: str | None = None  # [pull] digest: the only published artifact accepted
+    keep_executables: tuple[KeptExecutable, ...] = ()  # deps overlays drop the others
 
 
 # --- reading and validating ------------------------------------------------------------
@@ -496,6 +506,7 @@ class _Merged:
     exclude: set[str] = field(default_factory=set)
     waivers: list[Waiver] = field(default_factory=list)
     allow_elf: list[ElfAllowance] = field(default_factory=list)
+    keep: list[KeptExecutable] = field(default_factory=list)
     files: list[Path] = field(default_factory=list)
     included: list[str] = field(default_factory=list)
 
@@ -505,6 +516,7 @@ class _Merged:
         self.exclude |= other.exclude
         self.waivers += [w for w in other.waivers if w not in self.waivers]
         self.allow_elf += [a for a in other.allow_elf if a not in self.allow_elf]
+        self.keep += [k for k in other.keep if k not in self.keep]
         self.files += [f for f in other.files if f not in self.files]
         self.included += [n for n in other.included if n not in self.included]
 
@@ -550,6 +562,10 @@ class _Loader:
         ]
         merged.allow_elf += [
             ElfAllowance(path=a["path"], reason=a["reason"]) for a in policy.get("allow_elf", [])
+        ]
+        merged.keep += [
+            KeptExecutable(path=k["path"], reason=k["reason"])
+            for k in policy.get("keep_executable", [])
         ]
         for index, child in enumerate(doc.get("stack", {}).get("include", [])):
             where = f"{_show(path)}: {key_path(['stack', 'include', index])}"
@@ -678,6 +694,7 @@ def load_stack(stacks_dir: Path, name: str) -> Stack:
         files=(*merged.files, repos_path, base.path),
         included=tuple(merged.included),
         pull_digest=doc.get("pull", {}).get("digest"),
+        keep_executables=tuple(merged.keep),
     )
 
 

@@ -9,6 +9,12 @@ renamed into place, so a killed stage never leaves a tree that looks complete.
 Staged files may share their inode with the cache: later steps must treat the staging
 tree as read-only (replace a file, never write into it).
 
+Each payload path is first mapped to where ``rpm -i`` into the base would write it
+(:mod:`overlays.install`: through the lower layers' directory symlinks, so ``/lib64/x``
+lands at ``/usr/lib64/x`` on a merged-/usr base), and a deps overlay leaves out what lands
+under bin, sbin, usr/bin or usr/sbin unless the stack keeps it; ``stage.json`` lists both
+(``redirected``, ``dropped``). Everything below works on installed paths.
+
 Before anything is written, the packages' file lists are checked together, in an order
 that does not depend on the lock's:
 - a path below a symlink of another package (A: /usr/lib64/foo -> /tmp, B:
@@ -30,12 +36,13 @@ Outputs beside the step record (``build/<name>/``):
 from __future__ import annotations
 
 import errno
+import fnmatch
 import hashlib
 import logging
 import multiprocessing
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -45,14 +52,26 @@ from typing import Any
 import fexstack
 from fexstack import atomic, jsonio, paths
 from fexstack.errors import StageError
+from invariants.view import View
 from overlays import extract
 from overlays.fetch import rpm_path
+from overlays.install import InstallRoot, executable_dir
 from overlays.lockfile import Lock, LockedPackage
 
 log = logging.getLogger("fexstack.stage")
 
 WORKERS = 4  # at most this many extraction processes (and no more than the usable cores)
 IMPLICIT_DIR = {"type": "dir", "mode": 0o755}
+
+
+@dataclass(frozen=True)
+class Installed:
+    """Where the packages' payload paths went: redirected through the lower layers'
+    directory symlinks (rows: original, installed, package) and tool executables left
+    out of the tree (rows: path, original, package, type)."""
+
+    redirected: tuple[dict[str, str], ...] = ()
+    dropped: tuple[dict[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -67,6 +86,7 @@ class StageResult:
     setuid: tuple[str, ...]  # paths with the setuid or setgid bit
     caps_dropped: Mapping[str, str]  # path -> capabilities the header asked for
     seconds: float
+    installed: Installed = Installed()  # paths redirected into the base, executables dropped
 
 
 @dataclass(frozen=True)
@@ -76,6 +96,7 @@ class _Claim:
     package: str
     entry: Mapping[str, Any]
     explicit: bool
+    source: str = ""  # the payload path (in the extracted cache) when it differs
 
 
 def stage_lock(
@@ -86,11 +107,20 @@ def stage_lock(
     record: Path,
     owners: Path | None = None,
     workers: int = WORKERS,
+    lower: View | None = None,
+    drop_executables: bool = False,
+    keep: Sequence[str] = (),
 ) -> StageResult:
     """Build ``staging`` from the payloads of every package in ``lock``.
 
     ``record`` is ``build/<name>/stage.json``; ``owners`` defaults to ``owners.json``
     beside it. The packages must be in ``<cache>/rpms/`` (the fetch step).
+
+    ``lower`` is the merged view of the layers below the overlay (base, gpu, compat):
+    each payload path is installed through its directory symlinks as rpm would
+    (:mod:`overlays.install`). With ``drop_executables`` (deps overlays), files,
+    symlinks and directories under bin, sbin, usr/bin and usr/sbin are left out unless
+    their installed path matches a glob of ``keep``.
     """
     started = time.monotonic()
     cache = cache if cache is not None else paths.cache_dir()
@@ -106,7 +136,10 @@ def stage_lock(
         )
     extractions = _extract_all(packages, cache, workers)
 
-    claims = _claims(extractions)
+    payloads, installed = _install(
+        extractions, InstallRoot(lower), drop_executables=drop_executables, keep=keep
+    )
+    claims = _claims(payloads)
     _check_symlinks(claims)
     winners, shared, mode_differences = _resolve(claims)
 
@@ -130,10 +163,15 @@ def stage_lock(
         setuid=tuple(setuid),
         caps_dropped=caps,
         seconds=round(time.monotonic() - started, 3),
+        installed=installed,
     )
     jsonio.write(
         record,
-        _record(lock, packages, result, winners, shared, mode_differences, link_modes),
+        {
+            **_record(lock, packages, result, winners, shared, mode_differences, link_modes),
+            "redirected": list(installed.redirected),
+            "dropped": list(installed.dropped),
+        },
         "stage",
         bulk=True,  # "shared" and "dir_mode_differences" grow with the tree
     )
@@ -210,19 +248,72 @@ def _parents(path: str) -> list[str]:
     return ["/" + "/".join(parts[: i + 1]) for i in range(len(parts))]
 
 
-def _claims(extractions: Mapping[str, extract.Extracted]) -> dict[str, list[_Claim]]:
-    """Every path of every package, explicit entries and the parents they imply."""
-    claims: dict[str, list[_Claim]] = {}
+Payloads = dict[str, dict[str, tuple[str, Mapping[str, Any]]]]
+
+
+def _install(
+    extractions: Mapping[str, extract.Extracted],
+    root: InstallRoot,
+    *,
+    drop_executables: bool,
+    keep: Sequence[str],
+) -> tuple[Payloads, Installed]:
+    """Per package: installed path -> (payload path, entry), and what moved or was left out.
+
+    Two payload paths of one package that install to the same path (``/lib/x`` and
+    ``/usr/lib/x`` on a merged-/usr base) must be the same entry, as rpm would find them.
+    """
+    out: Payloads = {}
+    redirected: list[dict[str, str]] = []
+    dropped: list[dict[str, str]] = []
     for name in sorted(extractions):
-        files = extractions[name].files
+        mine: dict[str, tuple[str, Mapping[str, Any]]] = {}
+        for path in sorted(extractions[name].files):
+            entry = extractions[name].files[path]
+            installed = root.place(path, entry["type"])
+            if (
+                drop_executables
+                and executable_dir(installed) is not None
+                and not any(fnmatch.fnmatchcase(installed, glob) for glob in keep)
+            ):
+                dropped.append(
+                    {"path": installed, "original": path, "package": name, "type": entry["type"]}
+                )
+                continue
+            if installed in mine:
+                first, known = mine[installed]
+                if not _same(known, entry):
+                    raise StageError(
+                        f"package {name} has {first} and {path}, which both install to "
+                        f"{installed} through the base's symlinks, and differ",
+                        f"{name} cannot be installed into this base as it is; exclude it "
+                        "(or the package that requires it) in the stack, then re-lock",
+                    )
+                continue
+            mine[installed] = (path, entry)
+            if installed != path:
+                redirected.append({"original": path, "installed": installed, "package": name})
+        out[name] = mine
+    redirected.sort(key=lambda r: (r["original"], r["package"]))
+    dropped.sort(key=lambda r: (r["path"], r["package"]))
+    return out, Installed(tuple(redirected), tuple(dropped))
+
+
+def _claims(payloads: Payloads) -> dict[str, list[_Claim]]:
+    """Every installed path of every package, explicit entries and the parents they imply."""
+    claims: dict[str, list[_Claim]] = {}
+    for name in sorted(payloads):
+        files = payloads[name]
         implied: set[str] = set()
         for path in files:
             parent = path.rpartition("/")[0]
             while parent and parent not in implied:
                 implied.add(parent)
                 parent = parent.rpartition("/")[0]
-        for path, entry in files.items():
-            claims.setdefault(path, []).append(_Claim(name, entry, True))
+        for path, (source, entry) in files.items():
+            claims.setdefault(path, []).append(
+                _Claim(name, entry, True, source if source != path else "")
+            )
         for path in sorted(implied - set(files)):
             claims.setdefault(path, []).append(_Claim(name, IMPLICIT_DIR, False))
     return claims
@@ -340,7 +431,7 @@ def _assemble(
                 os.utime(name, ns=(0, 0), dir_fd=parent, follow_symlinks=False)
             else:
                 tree = trees[claim.package]
-                counts[_place(tree, path, parent, name, entry)] += 1
+                counts[_place(tree, claim.source or path, parent, name, entry)] += 1
         for path in sorted(
             (p for p, c in winners.items() if c.entry["type"] == "dir"),
             key=lambda p: (-p.count("/"), p),

@@ -7,11 +7,13 @@ hint, so ``doit list`` works while one stack file is broken.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import glob
 import json
 import os
 import sys
+import time
 import urllib.parse
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -260,7 +262,21 @@ def check_inputs(info: StackInfo) -> Any:
         "waivers": [dataclasses.asdict(w) for w in stack.waivers],
         "allow_elf": [dataclasses.asdict(a) for a in stack.allow_elf],
         "allow_32bit": stack.allow_32bit,
+        "keep_executable": [dataclasses.asdict(k) for k in stack.keep_executables],
         "ld_library_path": stack.app.env.get("LD_LIBRARY_PATH", "") if stack.app else "",
+    }
+
+
+def stage_inputs(info: StackInfo) -> Any:
+    """The stack settings the stage step reads: the base it installs into, whether it
+    drops tool executables (the class) and which it keeps."""
+    stack = info.stack
+    if stack is None:
+        return {"error": info.error.message if info.error else "not loaded"}
+    return {
+        "class": stack.klass,
+        "base": _base_inputs(stack),
+        "keep_executable": [dataclasses.asdict(k) for k in stack.keep_executables],
     }
 
 
@@ -463,3 +479,79 @@ def step_done(stamp: Path, file_dep: Sequence[str], config: Any) -> Callable[[],
         return bool(recorded == _stamp(file_dep, config))
 
     return check
+
+
+# --- evidence when a run's overlay fails to build -----------------------------------------
+
+_STEPS = ("lock", "fetch", "stage", "check", "image", "overlay")
+
+
+def evidence_reporter(project: Project, infos: dict[str, StackInfo]) -> type:
+    """doit's console reporter, plus: when ``run:<app>`` was asked for and a step it
+    depends on (``check:<app>``, ``compat:<base>`` ...) failed, so that doit never ran
+    it, the run's evidence bundle is still written (INFRA, naming the step and stack).
+    The up-to-date rules stay doit's: the run task keeps its task_dep on the overlay."""
+    from doit.reporter import ConsoleReporter
+
+    class EvidenceReporter(ConsoleReporter):  # type: ignore[misc]
+        def initialize(self, tasks: dict[str, Any], selected_tasks: list[str]) -> None:
+            super().initialize(tasks, selected_tasks)
+            self.fexstack_started = time.time()
+            self.fexstack_tasks = tasks
+            self.fexstack_runs = [t for t in selected_tasks if t.startswith("run:")]
+            self.fexstack_failed: list[tuple[str, str]] = []
+
+        def add_failure(self, task: Any, fail: Any) -> None:
+            super().add_failure(task, fail)
+            if not task.name.startswith("run:"):
+                self.fexstack_failed.append((task.name, fail.get_msg()))
+
+        def complete_run(self) -> None:
+            for run_task in getattr(self, "fexstack_runs", []):
+                task = self.fexstack_tasks.get(run_task)
+                if task is None or task.executed:
+                    continue
+                name = run_task.partition(":")[2]
+                with contextlib.suppress(FexstackError):
+                    _build_failed_evidence(project, infos.get(name), name, task,
+                                           self.fexstack_failed, self.fexstack_started)
+            super().complete_run()
+
+    return EvidenceReporter
+
+
+def _build_failed_evidence(
+    project: Project, info: StackInfo | None, name: str, task: Any,
+    failed: list[tuple[str, str]], started: float,
+) -> None:
+    from runner.launch import build_failed
+
+    if info is None or info.stack is None:
+        return
+    stack = info.stack
+    mine = {f"{step}:{name}" for step in _STEPS} | {f"compat:{stack.base.id}"}
+    culprit = next(((t, msg) for t, msg in failed if t in mine), None)
+    if culprit is None:
+        return
+    failed_task, message = culprit
+    step, _, target = failed_task.partition(":")
+    log = pipeline.step_log(project, step, target)
+    # the step's own output (its error included) when this build ran it; else doit's message
+    fresh = log.is_file() and log.stat().st_mtime >= started - 1
+    text = log.read_text(errors="replace") if fresh else f"{message}\n"
+    if step == "check" and project.invariants(name).is_file():
+        text += f"== the check report: {project.invariants(name)}\n"
+    options = task.options or {}
+    out_dir = options.get("out_dir") or ""
+    build_failed(
+        stack,
+        task=failed_task,
+        stack_name=name,
+        log=text,
+        deps=deps_layers(project, name),
+        out_dir=Path(out_dir).absolute() if out_dir else None,
+        gpu_mode=options.get("gpu_mode") or None,
+        backend=options.get("backend") or None,
+        timeout_seconds=options.get("timeout_seconds") or None,
+        evidence_root=project.evidence_dir,
+    )

@@ -495,6 +495,51 @@ def run_app(
     return result
 
 
+def build_failed(
+    target: Stack,
+    *,
+    task: str,
+    stack_name: str,
+    log: str,
+    deps: Sequence[DepsLayer | tuple[str, Path, Path | None]] = (),
+    compat: Path | None = None,
+    out_dir: Path | None = None,
+    gpu_mode: str | None = None,
+    backend: str | None = None,
+    timeout_seconds: float | None = None,
+    evidence_root: Path | None = None,
+    stream: TextIO | None = None,
+) -> RunResult:
+    """The evidence of a run that never started because building or checking one of
+    its overlays failed: INFRA at stage ``build``, naming the failing ``task``
+    (``check:<stack>``) and ``stack_name``; ``log`` (that step's output and the check
+    summary) goes into run.log."""
+    profile = from_stack(target, deps=deps, compat=compat).with_overrides(
+        gpu_mode=gpu_mode, timeout_seconds=timeout_seconds, backend=backend
+    )
+    started = dt.datetime.now(dt.UTC)
+    t0 = time.monotonic()
+    ev = evidence.create(profile.app, out_dir=out_dir, root=evidence_root, now=started)
+    state = _State(profile, stage="build")
+    host = hostinfo.collect(None)
+    step = task.partition(":")[0]
+    ev.append_log(
+        f"== fexstack {__version__}: {profile.app}: not started, {task} failed "
+        f"(step {step} of stack {stack_name})\n{log}"
+    )
+    first = next((line for line in log.splitlines() if line.strip()), "failed")
+    _infra(state, f"build: {task} (step {step}, stack {stack_name}) failed: {first}")
+    state.log_tail = log.splitlines()[-LOG_TAIL_LINES:]
+    images = []
+    with contextlib.suppress(Exception):
+        images = [_image_record(layer, {}) for layer in profile.layers()]
+    result = _finish(ev, state, host, images, started, t0, stream)
+    report = jsonio.read(ev.report)
+    report["build_failure"] = {"task": task, "step": step, "stack": stack_name}
+    ev.write_report(report)
+    return result
+
+
 def _ready_pattern(ready: str | None) -> re.Pattern[str] | None:
     if not ready:
         return None

@@ -41,7 +41,7 @@ PIPE_B = Package("pipe-b", summary="middle of the chain", contents=(B_LIB,))
 PIPE_C = Package("pipe-c", summary="top of the chain", contents=(C_LIB,))
 PIPE_EXTRA = Package("pipe-extra", summary="a seed added later", contents=(EXTRA_LIB,))
 PIPE_OTHER = Package("pipe-other", summary="the second stack's seed", contents=(OTHER_LIB,))
-# An executable: a deps overlay may not hold one (invariant D), so its check fails.
+# An executable: a deps overlay leaves it out (the FEX RootFS's rule), or keeps it on request.
 PIPE_TOOL = Package(
     "pipe-tool",
     summary="a command",
@@ -49,7 +49,27 @@ PIPE_TOOL = Package(
     autoreq=False,
 )
 
-OVERLAY_PACKAGES = (PIPE_A, PIPE_B, PIPE_C, PIPE_EXTRA, PIPE_OTHER, PIPE_TOOL)
+# A file over one of the base's (invariant C, precedence): its check fails.
+PIPE_CLASH = Package(
+    "pipe-clash",
+    summary="a configuration file the base owns",
+    contents=(File("/etc/ld.so.conf", b"include pipe.d/*.conf\n"),),
+    autoreq=False,
+)
+
+# An old third-party package: its library in /lib64, its tool in /bin.
+PIPE_OLD = Package(
+    "pipe-old",
+    summary="a vendor RPM from before the /usr merge",
+    contents=(
+        Library("libpipe-old.so.1", path="/lib64/libpipe-old.so.1"),
+        File("/bin/pipe-old-tool", b"an old tool\n", 0o755),
+    ),
+)
+
+OVERLAY_PACKAGES = (
+    PIPE_A, PIPE_B, PIPE_C, PIPE_EXTRA, PIPE_OTHER, PIPE_TOOL, PIPE_CLASH, PIPE_OLD
+)
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from fexstack import command
 from fexstack.factory import Executable, Factory, Library
 from invariants import compat
 from invariants.check import check_tree
-from invariants.view import Layer
+from invariants.view import Layer, View
 from tests.test_invariants_support import base_layer, fedora_base
 
 LDSO = "/usr/lib64/ld-linux-x86-64.so.2"
@@ -156,3 +156,43 @@ def test_static_report_agrees_with_the_real_loader(
     assert {f.path for f in report.findings if f.invariant == "linkability"} == {
         "/opt/app/bin/app", "/opt/rp/bin/rp", "/opt/rp/lib/librunp.so.1",
         "/opt/rp/lib/librp.so.1"}  # alone, librp.so.1 lacks the executable's RPATH
+
+
+@pytest.mark.privileged
+def test_library_installed_through_lib64_loads_from_the_mounted_layers(
+    privileged: None, factory: Factory, tmp_path: Path
+) -> None:
+    """An old package's /lib64 and /lib payload, staged over a merged-/usr base, lands
+    under /usr; the real loader, started through the base's /lib64 symlink, loads both
+    libraries from there, as the static report says."""
+    import io
+
+    from overlays import fetch, staging
+    from overlays.install import InstallRoot
+    from tests.craft_rpm import lock_of, locked
+    from tests.test_install import OLD_THIRD_PARTY
+    from tests.test_stage import REPOS
+
+    base = fedora_base(factory, tmp_path / "bases", lib64_symlink=True)
+    dirs, hwcaps = loader_settings(base)
+    assert compat.ensure(base) is None  # /lib64 -> usr/lib64: no compat overlay needed
+    lock = lock_of([locked(OLD_THIRD_PARTY.name, factory.rpm(OLD_THIRD_PARTY))])
+    cache = tmp_path / "cache"
+    fetch.fetch_lock(lock, repos=REPOS, cache=cache, record=None, progress=io.StringIO())
+    lower = View([base_layer(base)])
+    assert InstallRoot(lower).place("/lib64/libold64.so.1", "file") == "/usr/lib64/libold64.so.1"
+    result = staging.stage_lock(lock, cache=cache, staging=tmp_path / "staging",
+                                record=tmp_path / "stage.json", lower=lower,
+                                drop_executables=True)
+    deps = result.staging
+    report = check_tree(deps, stack_class="deps", owners=result.owners,
+                        view_layers=[base_layer(base)], lib_dirs=dirs, hwcaps=hwcaps)
+    assert not report.failed, report.summary()
+    program = "/opt/old/bin/oldapp"
+    static = {n["soname"]: n["path"] for row in report.linkability if row["path"] == program
+              for n in row["needs"] if n["via"] != "loaded"}
+    real = trace([base, deps], [program], tmp_path)[program]
+    assert static == real
+    assert real["libold64.so.1"] == "/lib64/libold64.so.1"  # via RPATH, through the symlink
+    assert real["liboldgnu.so.1"] == "/lib/x86_64-linux-gnu/liboldgnu.so.1"
+    assert real["libc.so.6"] is not None

@@ -150,7 +150,8 @@ def test_base_change_reruns_check_and_image(built: ps.Project) -> None:
     built.write_base(built.fixtures.other_base_dir)
     run = built.doit("overlay:app")
     assert run.ran("compat:fixture") and run.ran("check:app") and run.ran("image:app"), run.output
-    assert run.skipped("fetch:app") and run.skipped("stage:app")
+    # the staging tree is what rpm -i into the base adds: it is made again for a new base
+    assert run.skipped("fetch:app") and run.ran("stage:app")
     assert jsonio.read(built.build / "compat" / "fixture.json")["image"] is None
     report = jsonio.read(built.build / "app" / "invariants.json")
     assert report["failed"] is False
@@ -160,7 +161,7 @@ def test_base_change_reruns_check_and_image(built: ps.Project) -> None:
 
 def test_failed_check_is_never_up_to_date(built: ps.Project) -> None:
     """A check that failed leaves its report for the user, and runs again next time."""
-    built.write_stack("app", seeds={**SEEDS, "pipe-tool": "a command"})
+    built.write_stack("app", seeds={**SEEDS, "pipe-clash": "a file the base owns"})
     run = built.doit("overlay:app", check=False)
     assert run.returncode != 0 and run.ran("check:app"), run.output
     assert jsonio.read(built.build / "app" / "invariants.json")["failed"] is True
@@ -320,3 +321,37 @@ def test_lock_writes_nothing_when_inputs_are_unchanged(built: ps.Project) -> Non
     assert "lock up to date" in run.stderr
     assert (lock.read_bytes(), lock.stat().st_mtime_ns) == before
     assert built.doit("overlay:app").executed == []
+
+
+def test_install_through_base_links_and_dropped_executables(built: ps.Project) -> None:
+    """Over a merged-/usr base (/lib64 -> usr/lib64), /lib64 and /bin payload lands under
+    /usr; tools are left out of the image but stay locked; a kept one is imaged."""
+    built.write_base(built.fixtures.other_base_dir)
+    built.write_stack("app", seeds={**SEEDS, "pipe-old": "an old vendor library",
+                                    "pipe-tool": "a command"})
+    run = built.doit("overlay:app")
+    assert run.ran("stage:app") and run.ran("image:app"), run.output
+    manifest = jsonio.read(built.manifest("app"))
+    assert {"original": "/lib64/libpipe-old.so.1", "installed": "/usr/lib64/libpipe-old.so.1",
+            "package": "pipe-old"} in manifest["install"]["redirected"]
+    dropped = {(d["path"], d["package"]) for d in manifest["install"]["dropped"]}
+    assert dropped == {("/usr/bin/pipe-old-tool", "pipe-old"), ("/usr/bin/pipe-tool", "pipe-tool")}
+    paths = manifest_paths(built)
+    assert "/usr/lib64/libpipe-old.so.1" in paths
+    assert not {"/lib64", "/bin", "/usr/bin/pipe-tool", "/usr/bin/pipe-old-tool"} & paths
+    assert {"pipe-old", "pipe-tool"} <= set(manifest_packages(built))  # still locked
+    report = jsonio.read(built.build / "app" / "invariants.json")
+    assert {d["path"]: d["host"] for d in report["dropped"]} == {
+        "/usr/bin/pipe-old-tool": "host unknown", "/usr/bin/pipe-tool": "host unknown"}
+    assert "dropped 2 tool executable(s)" in run.stderr
+    # keep one: stage and check run again, the tool is imaged, library-focus accounts it
+    stack = built.stacks / "app.toml"
+    stack.write_text(stack.read_text() + '\n[[policy.keep_executable]]\npath = "/usr/bin/pipe-tool"'
+                     '\nreason = "the app runs it by path"\n')
+    run = built.doit("overlay:app")
+    assert run.ran("stage:app") and run.ran("check:app"), run.output
+    assert "/usr/bin/pipe-tool" in manifest_paths(built)
+    report = jsonio.read(built.build / "app" / "invariants.json")
+    assert report["invariants"]["library-focus"]["status"] == "accounted"
+    assert [d["path"] for d in report["dropped"]] == ["/usr/bin/pipe-old-tool"]
+    validate_against_manifest(built.image("app"), built.manifest("app"))
