@@ -1,0 +1,115 @@
+"""What the corpus holds: Debian trixie amd64 package names (the seeds of two closures).
+
+``BASE_SEEDS`` are what Fedora's FEX RootFS carries (shared/docs/FACTS.md, 2026 facts),
+by Debian name; the base is their closure. ``CORPUS_SEEDS`` are the rest of the corpus:
+WebKitGTK 4.1, GStreamer base and good, libsoup 3, glib-networking, libsecret, a font,
+and the programs the GUI tests run. The corpus is the closure of both sets.
+"""
+
+from __future__ import annotations
+
+SUITE = "trixie"
+ARCH = "amd64"
+DEFAULT_MIRROR = "http://deb.debian.org/debian"
+
+BASE_SEEDS: tuple[str, ...] = (
+    # glibc, libgcc, libstdc++, libatomic, bash
+    "libc6",
+    "libgcc-s1",
+    "libstdc++6",
+    "libatomic1",
+    "bash",
+    # systemd and dbus libraries
+    "libsystemd0",
+    "libdbus-1-3",
+    "libdbus-glib-1-2",
+    # TLS, nss, curl, gobject-introspection
+    "libssl3t64",
+    "libnss3",
+    "libcurl4t64",
+    "libgirepository-1.0-1",
+    # Mesa GL/EGL/GLU and its software driver, libglvnd, Vulkan loader, VA-API
+    "libgl1-mesa-dri",
+    "libglx-mesa0",
+    "libegl-mesa0",
+    "libgbm1",
+    "libgl1",
+    "libegl1",
+    "libglx0",
+    "libopengl0",
+    "libgles2",
+    "libglu1-mesa",
+    "libvulkan1",
+    "libva2",
+    # X11 and xcb
+    "libx11-6",
+    "libx11-xcb1",
+    "libxext6",
+    "libxrender1",
+    "libxrandr2",
+    "libxi6",
+    "libxcursor1",
+    "libxinerama1",
+    "libxfixes3",
+    "libxcomposite1",
+    "libxdamage1",
+    "libxxf86vm1",
+    "libxss1",
+    "libxtst6",
+    "libsm6",
+    "libice6",
+    "libxcb1",
+    "libxcb-glx0",
+    "libxcb-randr0",
+    "libxcb-shape0",
+    "libxcb-xfixes0",
+    "libxcb-xkb1",
+    "libxcb-icccm4",
+    "libxcb-image0",
+    "libxcb-keysyms1",
+    "libxcb-render-util0",
+    "libxcb-cursor0",
+    "libxkbcommon0",
+    "libxkbcommon-x11-0",
+    # Wayland client
+    "libwayland-client0",
+    "libwayland-cursor0",
+    "libwayland-egl1",
+    # GTK 3 with cairo and pango, harfbuzz
+    "libgtk-3-0t64",
+    "libcairo2",
+    "libpango-1.0-0",
+    "libharfbuzz0b",
+    # SDL2, OpenAL
+    "libsdl2-2.0-0",
+    "libopenal1",
+)
+
+CORPUS_SEEDS: tuple[str, ...] = (
+    "libwebkit2gtk-4.1-0",
+    "libgstreamer1.0-0",
+    "gstreamer1.0-plugins-base",
+    "gstreamer1.0-plugins-good",
+    "libsoup-3.0-0",
+    "glib-networking",
+    "libsecret-1-0",
+    "fonts-dejavu-core",
+    # programs the GUI tests run
+    "gtk-3-examples",
+    "gstreamer1.0-tools",
+    "bubblewrap",
+    "xdg-dbus-proxy",
+    "shared-mime-info",
+    "libglib2.0-bin",
+    "libgdk-pixbuf2.0-bin",
+)
+
+# Not in the base on purpose (Fedora's RootFS lacks them): the base build fails if the
+# closure of BASE_SEEDS pulls one of these.
+NOT_IN_BASE: tuple[str, ...] = (
+    "libgstreamer1.0-0",
+    "libwebkit2gtk-4.1-0",
+    "libsoup-3.0-0",
+    "libsecret-1-0",
+    "glib-networking",
+)
