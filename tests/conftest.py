@@ -44,4 +44,4 @@ def _isolated_cache(
 
 
 # The fixture factory's pytest fixtures (factory, base trees, signing keys).
-pytest_plugins = ["tests.fixtures"]
+pytest_plugins = ["tests.fixtures", "tests.realworld.fixture"]

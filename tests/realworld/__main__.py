@@ -15,19 +15,26 @@ from tests.realworld import corpus
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python3 -m tests.realworld")
-    parser.add_argument("command", choices=("build", "path"), help="build/verify, or print the entry path")
+    parser.add_argument(
+        "command", choices=("build", "path"), help="build (or verify), or print the entry path"
+    )
+    parser.add_argument(
+        "--suite", default=corpus.packages.SUITE, choices=sorted(corpus.packages.SUITES),
+        help="the Debian suite (default: trixie)",
+    )
     args = parser.parse_args(argv)
     if args.command == "path":
-        print(corpus.cache_root() / corpus.key())
+        print(corpus.cache_root() / corpus.key(corpus.suite(args.suite)))
         return 0
     started = time.monotonic()
     try:
-        found = corpus.ensure()
+        found = corpus.ensure(suite_name=args.suite)
     except FexstackError as err:
         print(format_error(err), file=sys.stderr)
         return 1
     info = found.info
     print(f"corpus:   {found.root}")
+    print(f"suite:    {found.suite} (release {found.release})")
     print(f"packages: {len(found.packages)} ({len(found.base_names)} in the base)")
     sizes = info["sizes_mb"]
     print(f"sizes:    debs {sizes['debs']} MB, rpms {sizes['rpms']} MB, "

@@ -22,7 +22,9 @@ from pathlib import Path
 from fexstack import command
 from tests.realworld.apt import CorpusError
 
-USRMERGE_LINKS = (("bin", "usr/bin"), ("sbin", "usr/sbin"), ("lib", "usr/lib"), ("lib64", "usr/lib64"))
+USRMERGE_LINKS = (
+    ("bin", "usr/bin"), ("sbin", "usr/sbin"), ("lib", "usr/lib"), ("lib64", "usr/lib64")
+)
 LOADER = "/usr/lib64/ld-linux-x86-64.so.2"
 DBPATH = "/var/lib/rpm"  # inside the tree; removed with /var, so the image has no rpmdb
 KEEP_SHARE = ("wine", "mesa-demos", "drirc.d", "vulkan", "licenses")

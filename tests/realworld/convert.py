@@ -178,6 +178,8 @@ def convert(deb: Path, out_dir: Path, work: Path, fileattrs: Path) -> Converted:
         raise CorpusError(f"{deb.name}: rpmbuild made {len(built)} RPMs, expected 1", None)
     target = out_dir / built[0].name
     os.replace(built[0], target)
+    # createrepo_c records the file's mtime: a fixed one keeps repodata reproducible.
+    os.utime(target, (SOURCE_DATE_EPOCH, SOURCE_DATE_EPOCH))
     shutil.rmtree(work)
     return Converted(
         name=control["Package"],

@@ -2,7 +2,7 @@
 
 Layout: ``${FEXSTACK_CACHE:-${XDG_CACHE_HOME:-~/.cache}/fexstack}/realworld/``
 
-- ``apt/``: the private apt folder (index lists persist between builds);
+- ``apt-<suite>/``: the private apt folder (index lists persist between builds);
 - ``<key>/``: one corpus, ``key`` = digest of the seeds, suite, arch and recipe versions:
   - ``debs/``: the downloaded .debs (apt's file names);
   - ``repo/``: one RPM per .deb and ``repodata/`` (createrepo_c);
@@ -40,10 +40,9 @@ from overlays import image
 from tests.realworld import base, convert, packages
 from tests.realworld.apt import CorpusError, DebRef, PrivateApt
 
-RECIPE_VERSION = 2  # bump when the layout or the base recipe changes
+RECIPE_VERSION = 3  # bump when the layout or the base recipe changes
 REPO_ID = "realworld"
 BASE_ID = "realworld"
-RELEASE = "13"  # trixie, for a stack's [source].release
 WORKERS = 2
 
 Progress = Callable[[str], None]
@@ -62,16 +61,20 @@ def mirror() -> str:
     return os.environ.get("FEXSTACK_DEVROOT_MIRROR") or packages.DEFAULT_MIRROR
 
 
-def key(
-    base_seeds: Sequence[str] = packages.BASE_SEEDS,
-    corpus_seeds: Sequence[str] = packages.CORPUS_SEEDS,
-) -> str:
+def suite(name: str = packages.SUITE) -> packages.Suite:
+    if name not in packages.SUITES:
+        raise CorpusError(f"no corpus suite {name!r}", f"use one of {', '.join(packages.SUITES)}")
+    return packages.SUITES[name]
+
+
+def key(of: packages.Suite | None = None) -> str:
     """The cache key: digest of the package lists, suite, arch and recipe versions."""
+    of = of or suite()
     doc = {
-        "suite": packages.SUITE,
+        "suite": of.name,
         "arch": packages.ARCH,
-        "base": sorted(base_seeds),
-        "corpus": sorted(corpus_seeds),
+        "base": sorted(of.base_seeds),
+        "corpus": sorted(of.corpus_seeds),
         "converter": convert.CONVERTER_VERSION,
         "recipe": RECIPE_VERSION,
     }
@@ -105,6 +108,8 @@ class Corpus:
 
     root: Path
     key: str
+    suite: str  # trixie (the default) or bookworm
+    release: str  # for a stack's [source].release: 13, 12
     packages: Mapping[str, Package]  # by Debian (= RPM) name
     lib_dirs: tuple[str, ...]
     info: Mapping[str, Any]  # corpus.json
@@ -159,7 +164,7 @@ class Corpus:
         """Put ``repos.toml`` (repo ``realworld``) and ``bases/realworld.toml`` in ``dest``.
 
         Stacks written there then name ``base = "realworld"`` and
-        ``repos = ["realworld"]`` (release ``13``).
+        ``repos = ["realworld"]``, ``[source] release = corpus.release``.
         """
         (dest / "bases").mkdir(parents=True, exist_ok=True)
         shutil.copyfile(self.repos_toml, dest / "repos.toml")
@@ -246,15 +251,15 @@ def _write_tomls(final: Path, tmp: Path, lib_dirs: Sequence[str]) -> None:
     )
 
 
-def build(final: Path, tmp: Path, progress: Progress) -> None:
+def build(of: packages.Suite, final: Path, tmp: Path, progress: Progress) -> None:
     """Build a complete corpus into ``tmp`` whose paths name ``final`` (renamed after)."""
     timings: dict[str, float] = {}
     t0 = time.monotonic()
-    apt = PrivateApt(final.parent / "apt", mirror(), packages.SUITE, packages.ARCH)
-    progress(f"apt update ({apt.mirror} {packages.SUITE})")
+    apt = PrivateApt(final.parent / f"apt-{of.name}", mirror(), of.name, packages.ARCH)
+    progress(f"apt update ({apt.mirror} {of.name})")
     apt.update()
-    base_refs = apt.closure(packages.BASE_SEEDS)
-    all_refs = sorted(set(apt.closure(packages.BASE_SEEDS + packages.CORPUS_SEEDS)) | set(base_refs))
+    base_refs = apt.closure(of.base_seeds)
+    all_refs = sorted(set(apt.closure(of.base_seeds + of.corpus_seeds)) | set(base_refs))
     leaked = sorted({r.name for r in base_refs} & set(packages.NOT_IN_BASE))
     if leaked:
         raise CorpusError(
@@ -317,12 +322,13 @@ def build(final: Path, tmp: Path, progress: Progress) -> None:
         }
     info = {
         "key": final.name,
-        "suite": packages.SUITE,
+        "suite": of.name,
+        "release": of.release,
         "mirror": apt.mirror,
         "converter": convert.CONVERTER_VERSION,
         "recipe": RECIPE_VERSION,
-        "base_seeds": list(packages.BASE_SEEDS),
-        "corpus_seeds": list(packages.CORPUS_SEEDS),
+        "base_seeds": list(of.base_seeds),
+        "corpus_seeds": list(of.corpus_seeds),
         "packages": pkgs,
         "lib_dirs": lib_dirs,
         "stripped": stripped,
@@ -351,14 +357,18 @@ def _load(root: Path) -> Corpus:
         )
         for name, p in info["packages"].items()
     }
-    return Corpus(root=root, key=info["key"], packages=pkgs,
+    return Corpus(root=root, key=info["key"], suite=info["suite"], release=info["release"],
+                  packages=pkgs,
                   lib_dirs=tuple(info["lib_dirs"]), info=info)
 
 
-def ensure(cache: Path | None = None, progress: Progress = say) -> Corpus:
-    """The corpus, from the cache when complete and intact, else built (once) now."""
+def ensure(
+    cache: Path | None = None, suite_name: str = packages.SUITE, progress: Progress = say
+) -> Corpus:
+    """The corpus of ``suite_name``, from the cache when complete and intact, else built now."""
+    of = suite(suite_name)
     root = (cache or cache_root()).absolute()
-    entry_key = key()
+    entry_key = key(of)
     final = root / entry_key
     root.mkdir(parents=True, exist_ok=True)
     with open(root / f".lock-{entry_key}", "a+") as lock:
@@ -384,7 +394,7 @@ def ensure(cache: Path | None = None, progress: Progress = say) -> Corpus:
         started = time.monotonic()
         progress(f"building {final} (once; later runs reuse it)")
         try:
-            build(final, tmp, progress)
+            build(of, final, tmp, progress)
             os.replace(tmp, final)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)

@@ -17,7 +17,10 @@ from dataclasses import dataclass
 from tests.realworld.apt import CorpusError
 
 _OPS = {">=": ">=", "<=": "<=", "=": "=", ">>": ">", "<<": "<", ">": ">=", "<": "<="}
-_ATOM = re.compile(r"^\s*([a-z0-9][a-z0-9+.\-]*)(?::[a-z0-9-]+)?\s*(?:\(\s*([<>=]+)\s*([^)\s]+)\s*\))?\s*$")
+_ATOM = re.compile(
+    r"^\s*([a-z0-9][a-z0-9+.\-]*)(?::[a-z0-9-]+)?"  # name, architecture qualifier
+    r"\s*(?:\(\s*([<>=]+)\s*([^)\s]+)\s*\))?\s*$"  # (op version)
+)
 
 
 @dataclass(frozen=True)

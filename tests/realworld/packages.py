@@ -1,5 +1,12 @@
 """What the corpus holds: Debian trixie amd64 package names (the seeds of two closures).
 
+Trixie (the default) finished Debian's move of /lib, /bin and /sbin into /usr: none of
+its packages here has a payload path under those folders but base-files, which ships the
+merged-/usr symlinks themselves (``/lib -> usr/lib``, ``/lib64 -> usr/lib64`` ...), and
+every program still names /lib64/ld-linux-x86-64.so.2 as its PT_INTERP. Bookworm's packages still ship /lib/x86_64-linux-gnu,
+/bin and /sbin paths, so a second corpus (``SUITES["bookworm"]``, the same seeds under
+bookworm's names) serves the tests of installing through a merged-/usr base.
+
 ``BASE_SEEDS`` are what Fedora's FEX RootFS carries (shared/docs/FACTS.md, 2026 facts),
 by Debian name; the base is their closure. ``CORPUS_SEEDS`` are the rest of the corpus:
 WebKitGTK 4.1, GStreamer base and good, libsoup 3, glib-networking, libsecret, a font,
@@ -7,6 +14,8 @@ and the programs the GUI tests run. The corpus is the closure of both sets.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 SUITE = "trixie"
 ARCH = "amd64"
@@ -113,3 +122,40 @@ NOT_IN_BASE: tuple[str, ...] = (
     "libsecret-1-0",
     "glib-networking",
 )
+
+
+# Trixie renamed these for the 64-bit time_t transition; bookworm has the old names.
+BOOKWORM_NAMES = {
+    "libgtk-3-0t64": "libgtk-3-0",
+    "libssl3t64": "libssl3",
+    "libcurl4t64": "libcurl4",
+}
+
+
+@dataclass(frozen=True)
+class Suite:
+    """A Debian suite the corpus can be made of, with its seeds under its own names."""
+
+    name: str
+    release: str  # the Debian major version: a stack's [source].release
+    base_seeds: tuple[str, ...]
+    corpus_seeds: tuple[str, ...]
+
+
+# Left out of the bookworm corpus, with why.
+BOOKWORM_LEFT_OUT = {
+    # bookworm's libopenal1 links libsndio.so.7.0, a compat symlink in libsndio7.0 whose
+    # library's SONAME is libsndio.so.7: rpm's generator gives it no libsndio.so.7.0()(64bit)
+    # Provides, so the RPM's requirement cannot be met (the loader would find the file).
+    "libopenal1": "needs libsndio.so.7.0, which no bookworm package's SONAME provides",
+}
+
+
+def _bookworm(names: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(BOOKWORM_NAMES.get(n, n) for n in names if n not in BOOKWORM_LEFT_OUT)
+
+
+SUITES = {
+    "trixie": Suite("trixie", "13", BASE_SEEDS, CORPUS_SEEDS),
+    "bookworm": Suite("bookworm", "12", _bookworm(BASE_SEEDS), _bookworm(CORPUS_SEEDS)),
+}
