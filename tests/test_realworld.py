@@ -253,29 +253,55 @@ def test_gtk_rpm_has_rpms_own_soname_provides_and_requires(realworld_corpus: Cor
         ["rpm", "-qp", "--provides", str(realworld_corpus.rpm("libc6"))]).splitlines()
 
 
+def _lock(found: Corpus, stacks: Path, name: str, seeds: list[str]) -> set[str]:
+    lines = "".join(f'"{seed}" = "the app needs it"\n' for seed in seeds)
+    (stacks / f"{name}.toml").write_text(
+        f'[stack]\ndescription = "{name}"\nclass = "deps"\nbase = "{corpus.BASE_ID}"\n\n'
+        f'[source]\nrelease = "{found.release}"\nrepos = ["{corpus.REPO_ID}"]\n\n'
+        f"[seeds]\n{lines}"
+    )
+    loaded = stackmod.load_stack(stacks, name)
+    assert loaded.base.lib_dirs == found.lib_dirs
+    result = locking.lock_stack(loaded, lock_path=stacks / f"{name}.lock.toml",
+                                build_dir=stacks.parent / "build" / name,
+                                progress=lambda line: None)
+    for pkg in result.lock.packages:
+        assert pkg.url.startswith(found.repo_url)
+    return {p.name for p in result.lock.packages}
+
+
 @pytest.mark.realworld
-def test_libdnf5_resolves_libgstreamer_on_the_corpus_base(
+def test_libdnf5_resolves_seeds_on_the_corpus_base(
     realworld_corpus: Corpus, tmp_path: Path
 ) -> None:
     stacks = realworld_corpus.write_stacks_dir(tmp_path / "stacks")
-    (stacks / "gst-core.toml").write_text(
-        '[stack]\ndescription = "libgstreamer for a thin AppImage"\nclass = "deps"\n'
-        f'base = "{corpus.BASE_ID}"\n\n[source]\nrelease = "{realworld_corpus.release}"\n'
-        f'repos = ["{corpus.REPO_ID}"]\n\n[seeds]\n'
-        '"libgstreamer1.0-0" = "the AppImage links libgstreamer-1.0.so.0"\n'
-    )
-    loaded = stackmod.load_stack(stacks, "gst-core")
-    assert loaded.base.lib_dirs == realworld_corpus.lib_dirs
-    result = locking.lock_stack(loaded, lock_path=stacks / "gst-core.lock.toml",
-                                build_dir=tmp_path / "build", progress=lambda line: None)
-    locked = {p.name for p in result.lock.packages}
-    assert "libgstreamer1.0-0" in locked
-    assert not locked & realworld_corpus.base_names  # the base's packages stay out
-    assert locked <= set(realworld_corpus.packages)
     base_list = {p.name for p in basepkgs.load_base_packages(realworld_corpus.base_packages)}
     assert base_list == realworld_corpus.base_names
-    for pkg in result.lock.packages:
-        assert pkg.url.startswith(realworld_corpus.repo_url)
+    locked = _lock(realworld_corpus, stacks, "gst-core", ["libgstreamer1.0-0"])
+    assert "libgstreamer1.0-0" in locked
+    assert "libcap2-bin" in locked  # a tool package a library requires (issue 13)
+    assert not locked & realworld_corpus.base_names  # the base's packages stay out
+    assert locked <= set(realworld_corpus.packages)
+    # The whole corpus resolves: WebKitGTK, the GStreamer plugin sets, the GUI programs.
+    seeds = list(packages.CORPUS_SEEDS)
+    locked = _lock(realworld_corpus, stacks, "everything", seeds)
+    assert set(seeds) - realworld_corpus.base_names <= locked
+    assert not locked & realworld_corpus.base_names
+    assert locked == set(realworld_corpus.packages) - realworld_corpus.base_names
+
+
+@pytest.mark.realworld
+def test_the_build_refuses_a_corpus_not_closed_for_rpm(
+    realworld_corpus: Corpus, tmp_path: Path
+) -> None:
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    for rpm_file in realworld_corpus.repo.glob("*.rpm"):
+        (repo / rpm_file.name).symlink_to(rpm_file)
+    corpus.check_closed(repo, tmp_path / "scratch")  # the real corpus is closed
+    (repo / realworld_corpus.packages["libglut3.12"].rpm).unlink()
+    with pytest.raises(CorpusError, match=r"libglut\.so\.3\(\)\(64bit\) is needed by libcaca0"):
+        corpus.check_closed(repo, tmp_path / "scratch")
 
 
 @pytest.mark.realworld

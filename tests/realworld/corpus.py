@@ -251,6 +251,25 @@ def _write_tomls(final: Path, tmp: Path, lib_dirs: Sequence[str]) -> None:
     )
 
 
+def check_closed(repo: Path, scratch: Path) -> None:
+    """Every Requires of every RPM is met inside the repository (``rpm -i --test``)."""
+    scratch.mkdir()
+    proc = command.run(
+        ["rpm", "-i", "--test", "--root", str(scratch), "--dbpath", base.DBPATH,
+         "--nosignature", "--noscripts", "--ignoresize", *map(str, sorted(repo.glob("*.rpm")))],
+        check=False,
+    )
+    shutil.rmtree(scratch)
+    if proc.returncode != 0:
+        text = (proc.stdout + proc.stderr).decode("utf-8", "replace")
+        unmet = [line.strip() for line in text.splitlines() if " is needed by " in line]
+        raise CorpusError(
+            "the corpus is not closed for rpm: " + ("; ".join(unmet) or text.strip()[-2000:]),
+            "add the Debian package that ships the missing library to CORPUS_SEEDS in "
+            "tests/realworld/packages.py (its Depends do not name it)",
+        )
+
+
 def build(of: packages.Suite, final: Path, tmp: Path, progress: Progress) -> None:
     """Build a complete corpus into ``tmp`` whose paths name ``final`` (renamed after)."""
     timings: dict[str, float] = {}
@@ -288,6 +307,7 @@ def build(of: packages.Suite, final: Path, tmp: Path, progress: Progress) -> Non
          "--set-timestamp-to-revision", "--workers", str(WORKERS), str(repo)],
         hint="createrepo_c failed over the converted RPMs",
     )
+    check_closed(repo, tmp / "closed")
     timings["createrepo"] = time.monotonic() - t2
 
     t3 = time.monotonic()

@@ -3,9 +3,10 @@
 Trixie (the default) finished Debian's move of /lib, /bin and /sbin into /usr: none of
 its packages here has a payload path under those folders but base-files, which ships the
 merged-/usr symlinks themselves (``/lib -> usr/lib``, ``/lib64 -> usr/lib64`` ...), and
-every program still names /lib64/ld-linux-x86-64.so.2 as its PT_INTERP. Bookworm's packages still ship /lib/x86_64-linux-gnu,
-/bin and /sbin paths, so a second corpus (``SUITES["bookworm"]``, the same seeds under
-bookworm's names) serves the tests of installing through a merged-/usr base.
+every program still names /lib64/ld-linux-x86-64.so.2 as its PT_INTERP. Bookworm's
+packages still ship /lib/x86_64-linux-gnu, /bin and /sbin paths, so a second corpus
+(``SUITES["bookworm"]``, the same seeds under bookworm's names) serves the tests of
+installing through a merged-/usr base.
 
 ``BASE_SEEDS`` are what Fedora's FEX RootFS carries (shared/docs/FACTS.md, 2026 facts),
 by Debian name; the base is their closure. ``CORPUS_SEEDS`` are the rest of the corpus:
@@ -111,6 +112,11 @@ CORPUS_SEEDS: tuple[str, ...] = (
     "shared-mime-info",
     "libglib2.0-bin",
     "libgdk-pixbuf2.0-bin",
+    # Not named by any Depends, but rpm's ELF generator makes libcaca0 (pulled by
+    # plugins-good) require it: libcaca's GL plugin links libglut.so.3 (libglut.so.3.12
+    # in bookworm). Without it the repository is not closed for rpm and nothing that
+    # pulls libcaca0 resolves. The build checks the closure (see corpus.check_closed).
+    "libglut3.12",
 )
 
 # Not in the base on purpose (Fedora's RootFS lacks them): the base build fails if the
