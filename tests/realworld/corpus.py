@@ -382,33 +382,49 @@ def _load(root: Path) -> Corpus:
                   lib_dirs=tuple(info["lib_dirs"]), info=info)
 
 
+def _verified(final: Path, progress: Progress) -> Corpus | None:
+    """The complete entry at ``final`` if it verifies; None (said why) otherwise."""
+    if not (final / "corpus.json").is_file():
+        return None
+    started = time.monotonic()
+    try:
+        found = _load(final)
+    except (CorpusError, OSError, KeyError, ValueError) as exc:
+        progress(f"{final} does not verify ({exc}); building it again")
+        return None
+    progress(f"using {final} ({len(found.packages)} packages, verified in "
+             f"{time.monotonic() - started:.1f} s)")
+    return found
+
+
 def ensure(
     cache: Path | None = None, suite_name: str = packages.SUITE, progress: Progress = say
 ) -> Corpus:
-    """The corpus of ``suite_name``, from the cache when complete and intact, else built now."""
+    """The corpus of ``suite_name``, from the cache when complete and intact, else built now.
+
+    An entry that does not verify (a changed or missing RPM, repodata or image) is built
+    again. Concurrent callers wait for one build (a lock file beside the entry).
+    """
     of = suite(suite_name)
     root = (cache or cache_root()).absolute()
     entry_key = key(of)
     final = root / entry_key
     root.mkdir(parents=True, exist_ok=True)
     with open(root / f".lock-{entry_key}", "a+") as lock:
-        if not (final / "corpus.json").is_file():
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                progress(f"another process builds {final}; waiting for it")
-                fcntl.flock(lock, fcntl.LOCK_EX)
-        if (final / "corpus.json").is_file():
-            started = time.monotonic()
-            corpus = _load(final)
-            progress(f"using {final} ({len(corpus.packages)} packages, verified in "
-                     f"{time.monotonic() - started:.1f} s)")
-            return corpus
+        if (found := _verified(final, progress)) is not None:
+            return found
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            progress(f"another process builds {final}; waiting for it")
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if (found := _verified(final, progress)) is not None:
+                return found
         for stale in root.glob(f".tmp-{entry_key}.*"):
             progress(f"removing {stale.name} (left by an interrupted build)")
             shutil.rmtree(stale)
         if final.exists():
-            shutil.rmtree(final)  # incomplete (no corpus.json): never taken as complete
+            shutil.rmtree(final)  # incomplete or changed: never taken as complete
         tmp = root / f".tmp-{entry_key}.{os.getpid()}"
         tmp.mkdir()
         started = time.monotonic()
