@@ -7,6 +7,7 @@ the Stack-level entry point (:func:`overlays.locking.lock_stack`) is what runs.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import shutil
 import urllib.parse
@@ -21,7 +22,7 @@ from fexstack.errors import FexstackError, LockError
 from fexstack.factory.base import glibc_package, write_kiwi_packages
 from fexstack.factory.factory import Factory
 from fexstack.factory.spec import File, Library, Package
-from overlays import lockfile, locking, why
+from overlays import location, lockfile, locking, why
 from overlays.lockfile import Reason
 from overlays.stack import Stack, load_stack
 
@@ -227,9 +228,17 @@ def test_why_command_prints_the_path(project: Project, capsys: pytest.CaptureFix
 
 
 def test_sha256_and_size_match_the_file_at_the_url(project: Project) -> None:
-    lock = project.lock(project.write({"libfoo": "x", "libqux": "y"})).lock
+    stack = project.write({"libfoo": "x", "libqux": "y"})
+    lock = project.lock(stack).lock
     assert len(lock.packages) == 4
-    for pkg in lock.packages:
+    repos = {r.id: r for r in stack.repos}
+    for locked in lock.packages:
+        # A local repository's package is locked by its location inside the repository
+        # (no path of this clone); fetching resolves it against repos.toml's baseurl.
+        assert location.is_relative(locked.url) and str(project.root) not in locked.url
+        pkg = dataclasses.replace(
+            locked, url=location.resolve(locked.url, repos[locked.repo], locked.name)
+        )
         assert pkg.url.startswith("file:///") and pkg.url.endswith(".rpm")
         with urllib.request.urlopen(pkg.url) as fh:
             data = fh.read()
