@@ -18,7 +18,7 @@ import shutil
 import subprocess
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import pytest
@@ -69,10 +69,8 @@ def holding(state: Path) -> Iterator[list[int]]:
         yield fds
     finally:
         for fd in fds:
-            try:
+            with suppress(OSError):  # closed already by the test
                 os.close(fd)
-            except OSError:
-                pass
 
 
 def devroot(tmp_path: Path, bin_dir: Path, wait: int) -> subprocess.Popen[str]:
