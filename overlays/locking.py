@@ -229,6 +229,13 @@ def lock(
         and (previous.stack, previous.release, previous.arch) == (stack, release, arch)
     ):
         progress(f"{stack}: lock up to date")
+        portable = _keep_urls(previous.packages, (), {r.id: r for r in repos})
+        if portable != previous.packages:
+            # A lock written before local repositories were locked by location: the same
+            # packages, with the absolute paths of the clone that made it taken out.
+            previous = replace(previous, packages=portable)
+            lockfile.write(lock_path, previous)
+            progress(f"{stack}: local repositories' packages now locked by location")
         empty = LockDiff(unchanged=len(previous.packages))
         if diff_path is not None:
             jsonio.write(

@@ -435,7 +435,8 @@ def _base_url(text: str, folder: Path) -> str:
     """A baseurl as written, or a path (relative to repos.toml, ``~`` expanded) as file://."""
     if "://" in text:
         return text
-    return _local_path(text, folder).as_uri()
+    # As Path.as_uri() quotes, but keeping "$" so that $releasever and $basearch expand.
+    return "file://" + urllib.parse.quote(os.fsencode(_local_path(text, folder)), safe="/$")
 
 
 def _key_file(text: str, folder: Path) -> str:
