@@ -26,10 +26,13 @@ import pytest
 CHECKOUT = Path(__file__).resolve().parent.parent
 LOCKS = ("lists/lock", "dpkg/lock-frontend", "dpkg/lock")
 
-pytestmark = pytest.mark.skipif(
-    shutil.which("mmdebstrap") is not None or shutil.which("apt-get") is None,
-    reason="needs apt-get and no mmdebstrap (the toolchain root is such a place)",
-)
+pytestmark = [
+    pytest.mark.skipif(
+        shutil.which("mmdebstrap") is not None or shutil.which("apt-get") is None,
+        reason="needs apt-get and no mmdebstrap (the toolchain root is such a place)",
+    ),
+    pytest.mark.usefixtures("privileged"),  # ./devroot refuses to build a root without root
+]
 
 
 def apt_state(where: Path) -> tuple[Path, Path]:
