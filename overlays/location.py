@@ -34,27 +34,30 @@ def is_relative(url: str) -> bool:
     return not urllib.parse.urlsplit(url).scheme
 
 
-def portable(url: str, repo: Repo | None) -> str:
-    """The lock form of ``url``: relative to the baseurl it lies under for a local repo."""
-    if not is_local(repo) or is_relative(url):
-        return url
-    assert repo is not None  # is_local says so
-    for base in repo.baseurl:
-        prefix = base.rstrip("/") + "/"
-        if url.startswith(prefix):
-            return url[len(prefix):]
-    return url
-
-
 def _local_file(url: str) -> Path:
     return Path(urllib.request.url2pathname(urllib.parse.urlsplit(url).path))
+
+
+def portable(url: str, repo: Repo | None) -> str:
+    """The lock form of ``url``: for a local repo, the file's path relative to the baseurl
+    it lies under, as plain text (``Packages/l/libstdc++-14.2.1-1.fc44.x86_64.rpm``)."""
+    if not is_local(repo) or is_relative(url) or urllib.parse.urlsplit(url).scheme != "file":
+        return url
+    assert repo is not None  # is_local says so
+    path = _local_file(url).as_posix()
+    for base in repo.baseurl:
+        prefix = _local_file(base).as_posix().rstrip("/") + "/"
+        if path.startswith(prefix):
+            return path[len(prefix):]
+    return url
 
 
 def resolve(url: str, repo: Repo | None, package: str) -> str:
     """The absolute URL to download a lock entry from (see the module docstring).
 
-    A relative location is joined to the first baseurl of ``repo`` under which the file
-    exists (the first baseurl when none has it: the download then reports the error).
+    A relative location (plain text, quoted here) is joined to the first baseurl of
+    ``repo`` under which the file exists (the first baseurl when none has it: the download
+    then reports the error).
     """
     if not is_relative(url):
         return url
@@ -70,7 +73,7 @@ def resolve(url: str, repo: Repo | None, package: str) -> str:
             f"{repo.id if repo else '(none)'!r}, which has no baseurl here",
             "give the repository a baseurl (a path or file:// URL) in stacks/repos.toml",
         )
-    candidates = [base.rstrip("/") + "/" + url for base in repo.baseurl]
+    candidates = [base.rstrip("/") + "/" + urllib.parse.quote(url) for base in repo.baseurl]
     for candidate in candidates:
         if urllib.parse.urlsplit(candidate).scheme != "file" or _local_file(candidate).is_file():
             return candidate

@@ -568,6 +568,14 @@ def test_location_resolution_and_its_errors(tmp_path: Path) -> None:
     assert location.resolve("Packages/a.rpm", mirrored, "a") == full.as_uri() + "/Packages/a.rpm"
     assert location.resolve("Packages/b.rpm", mirrored, "b") == empty.as_uri() + "/Packages/b.rpm"
     assert location.portable(full.as_uri() + "/Packages/a.rpm", mirrored) == "Packages/a.rpm"
+    # Names are kept readable in the lock and quoted only in the URL they resolve to.
+    odd = "Packages/libstdc++-1.0^git1-1 x.rpm"
+    (full / odd).write_bytes(b"x")
+    assert location.portable((full / odd).as_uri(), mirrored) == odd
+    resolved = location.resolve(odd, mirrored, "odd")
+    assert resolved == (full / odd).as_uri()
+    with urllib.request.urlopen(resolved) as fh:
+        assert fh.read() == b"x"
     for bad in ("../outside.rpm", "Packages/../../x.rpm", "/etc/passwd"):
         with pytest.raises(FetchError, match="leaves its repository") as info:
             location.resolve(bad, mirrored, "evil")
