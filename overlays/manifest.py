@@ -210,6 +210,14 @@ def make_manifest(
     return manifest
 
 
+def sections(kind: str) -> tuple[str, ...]:
+    """The top-level keys that are ``content`` (the same wherever the image is built) or
+    ``provenance`` (where it came from), as the schema lists them (x-content, x-provenance)."""
+    if kind not in ("content", "provenance"):
+        raise ValueError(f"no manifest section kind {kind!r}")
+    return tuple(jsonio.schema(SCHEMA)[f"x-{kind}"])
+
+
 def _validate(manifest: Any, where: str) -> None:
     try:
         jsonio.validate(manifest, SCHEMA)

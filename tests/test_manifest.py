@@ -81,13 +81,13 @@ def make_lock() -> Lock:
     )
 
 
-def project(root: Path, *, reverse: bool = False) -> dict[str, Any]:
+def project(root: Path, *, reverse: bool = False, lock: Lock | None = None) -> dict[str, Any]:
     """A project laid out under ``root``: stack files, lock, staged tree, report, image."""
     stacks = root / "stacks"
     (stacks / "bases").mkdir(parents=True)
     (stacks / "demo.toml").write_text('[stack]\ndescription = "demo"\n')
     (stacks / "bases" / "fedora.toml").write_text('[base]\nimage = "x"\n')
-    lock = make_lock()
+    lock = lock or make_lock()
     lock_path = stacks / "demo.lock.toml"
     lockfile.write(lock_path, lock)
     tree = make_tree(root / "build" / "demo" / "staging", reverse=reverse)
@@ -351,3 +351,32 @@ def test_stack_files_are_listed_without_digests(proj: dict[str, Any]) -> None:
         jsonio.validate(bad, "manifest")
     schema = jsonio.read(Path(manifest.__file__).parent / "schemas" / "manifest.schema.json")
     assert "never digests of the stack files" in schema["description"]
+
+
+def test_every_top_level_key_is_content_or_provenance() -> None:
+    schema = jsonio.schema("manifest")
+    content, provenance = manifest.sections("content"), manifest.sections("provenance")
+    assert not set(content) & set(provenance)
+    assert sorted([*content, *provenance]) == sorted(schema["properties"])
+    assert {"content", "packages", "files", "image"} <= set(content)
+    assert {"stack", "lock", "invariants"} <= set(provenance)
+    with pytest.raises(ValueError):
+        manifest.sections("other")
+
+
+def test_content_sections_do_not_depend_on_where_the_lock_came_from(tmp_path: Path) -> None:
+    """Another project path and a lock from another mirror: provenance differs, content not."""
+    here = project(tmp_path / "here")
+    lock = here["lock"]
+    mirrored = dataclasses.replace(
+        lock,
+        inputs="sha256:" + "9" * 64,
+        packages=tuple(
+            dataclasses.replace(p, url=f"https://mirror.invalid/{p.name}.rpm")
+            for p in lock.packages
+        ),
+    )
+    there = project(tmp_path / "there" / "deeper", lock=mirrored)
+    for key in manifest.sections("content"):
+        assert here["doc"][key] == there["doc"][key], key
+    assert here["doc"]["lock"] != there["doc"]["lock"]

@@ -19,11 +19,12 @@ from fexstack import jsonio
 from fexstack.factory import Factory
 from overlays import lockfile
 from overlays.image import image_uuid
+from overlays.manifest import sections as manifest_sections
 from overlays.validator import validate_against_manifest
 from tests import pipeline_support as ps
 
 # The manifest sections that say what the image is (the same wherever it is built).
-CONTENT_SECTIONS = ("content", "packages", "files", "counts", "image", "base", "tools")
+CONTENT_SECTIONS = manifest_sections("content")
 
 
 @pytest.fixture(scope="module")
