@@ -1,6 +1,7 @@
 """The identity of an image: what it contains and how it is made, never where.
 
-An overlay image is a function of its locked packages (name, EVR, arch, sha256), the image
+An overlay image is a function of its locked packages (name, EVR, arch, sha256), how they
+were installed (paths redirected into the base's layout, executables dropped), the image
 settings (compression and the fixed mkfs.erofs flags) and the versions of the tools that
 stage and image it (fexstack, erofs-utils). :func:`identity` gathers exactly these into a
 record whose canonical-JSON digest seeds the image's UUID (:func:`overlays.image.image_uuid`)
@@ -61,12 +62,16 @@ def identity(
     compression: str,
     *,
     base: str | None = None,
+    install: Mapping[str, Any] | None = None,
     tool_versions: Mapping[str, str] | None = None,
 ) -> Identity:
     """The identity of an image of ``packages`` made with ``compression``.
 
     ``base`` is the content digest of the base an image is derived from (the compat
     overlay, whose tree is made from the base's layout rather than from packages).
+    ``install`` is the stage record's account of how the payload went in (paths redirected
+    through the base's directory symlinks, tool executables dropped): the same packages
+    staged over another base layout or with other kept executables make another tree.
     ``tool_versions`` defaults to :func:`tools` (the tools on this host).
     """
     record: dict[str, Any] = {
@@ -80,5 +85,10 @@ def identity(
     }
     if base is not None:
         record["base"] = base
+    if install is not None:
+        record["install"] = {
+            "redirected": [dict(r) for r in install.get("redirected", [])],
+            "dropped": [dict(r) for r in install.get("dropped", [])],
+        }
     text = json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return Identity(record, "sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest())

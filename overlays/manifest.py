@@ -7,13 +7,14 @@ versions of the tools. No wall-clock time and no host-specific absolute path, so
 inputs give an equal manifest. Validated against ``overlays/schemas/manifest.schema.json``.
 
 Content and provenance are apart: ``content`` is the image's identity record
-(:mod:`overlays.identity`: packages by name, EVR, arch and sha256, image settings, tool
-versions, and its digest, the seed of the image's UUID) and is the only part that feeds the
-image; with ``packages``, ``files``, ``counts``, ``image``, ``base`` and ``tools`` it is the
-same wherever the stack is built. ``stack``, ``lock`` and ``invariants`` are provenance:
-where the image came from (paths relative to the project, digests of files that hold
-repository URLs). Stack files are listed by path only, without digests: their edits that do
-not change the image (comments, descriptions) rerun nothing, so a digest would go stale.
+(:mod:`overlays.identity`: packages by name, EVR, arch and sha256, how they were installed,
+image settings, tool versions, and its digest, the seed of the image's UUID) and is the
+only part that feeds the image; with ``packages``, ``files``, ``counts``, ``image``,
+``base``, ``tools`` and ``install`` it is the same wherever the stack is built. ``stack``,
+``lock`` and ``invariants`` are provenance: where the image came from (paths relative to
+the project, digests of files that hold repository URLs). Stack files are listed by path
+only, without digests: their edits that do not change the image (comments, descriptions)
+rerun nothing, so a digest would go stale.
 """
 
 from __future__ import annotations

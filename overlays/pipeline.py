@@ -344,7 +344,12 @@ def image(project: Project, name: str) -> None:
     starting(project.manifest(name), project.image(name))
     # The image's identity (and so its UUID) comes from its content, never from where the
     # clone, the cache or the repositories live.
-    content = identity(lock_data.packages, stack.compression)
+    install = stage_record(project, name)
+    content = identity(
+        lock_data.packages,
+        stack.compression,
+        install={k: install.get(k, []) for k in ("redirected", "dropped")},
+    )
     info = build_image(
         staging,
         project.image(name),
@@ -364,7 +369,7 @@ def image(project: Project, name: str) -> None:
             owners=jsonio.read(project.owners(name)),
             image=info,
             invariants_report=project.invariants(name),
-            install=stage_record(project, name),
+            install=install,
             content=content,
             base_tree_sha256=base_tree_digest(base),
         ),
