@@ -114,7 +114,7 @@ def task_compat() -> Iterator[dict[str, Any]]:
     """The compat overlay of each base (loader path symlinks the base lacks)."""
     for base_id, info in tasking.bases(PROJECT, STACKS).items():
         yield {
-            **_step("compat", base_id, info.file_deps),
+            **_step("compat", base_id, info.file_deps, info.inputs),
             "doc": f"compat overlay for base {base_id} (missing loader paths as symlinks)",
             "targets": [str(pipeline.compat_record(PROJECT, base_id))],
             "clean": True,

@@ -206,6 +206,9 @@ class BenchProject:
         files = []
         for pkg in lock["package"]:
             url = urllib.parse.urlparse(pkg["url"])
+            if not url.scheme:  # a local repository's package: its location inside it
+                files.append(self.generated.repo / urllib.parse.unquote(url.path))
+                continue
             files.append(Path(urllib.parse.unquote(url.path)))
         return sorted(files)
 

@@ -21,6 +21,7 @@ the URL and what was expected against what arrived.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import http.client
 import logging
@@ -40,7 +41,7 @@ from typing import BinaryIO, TextIO
 import fexstack
 from fexstack import atomic, jsonio, paths
 from fexstack.errors import FetchError
-from overlays import signature
+from overlays import location, signature
 from overlays.lockfile import Lock, LockedPackage
 from overlays.stack import Repo
 
@@ -139,6 +140,12 @@ def fetch_lock(
     stream = progress if progress is not None else sys.stderr
     packages = sorted(lock.packages, key=lambda p: (p.name, p.arch))
     keyrings = _keyrings(packages, repos, cache)
+    # A local repository's packages are locked by their location inside it: resolve it
+    # against this clone's repos.toml (overlays.location).
+    packages = [
+        dataclasses.replace(p, url=location.resolve(p.url, repos.get(p.repo), p.name))
+        for p in packages
+    ]
     (cache / RPMS).mkdir(parents=True, exist_ok=True)
     meter = _Progress(stream, lock.stack, len(packages), sum(p.size for p in packages))
     fetcher = _Fetcher(cache, keyrings, meter, tries=tries, backoff=backoff, timeout=timeout)

@@ -18,7 +18,9 @@ Layout (written with tomli-w, byte-stable for equal content)::
     arch = "x86_64"
     repo = "fedora"
     repo_release = "44"     # the release of that repo (a stack may use another release's)
-    url = "https://.../libfoo-1.0-1.fc44.x86_64.rpm"
+    url = "https://.../libfoo-1.0-1.fc44.x86_64.rpm"   # a local (file://) repo's package:
+                                                      # its location inside the repo, e.g.
+                                                      # "Packages/l/libfoo-1.0-1.fc44.x86_64.rpm"
     sha256 = "..."
     size = 12345
     reasons = [
@@ -26,7 +28,9 @@ Layout (written with tomli-w, byte-stable for equal content)::
         { required_by = "libbar", capability = "libfoo.so.1()(64bit)" },
     ]
 
-Packages are sorted by name then arch; reasons are sorted.
+Packages are sorted by name then arch; reasons are sorted. A ``url`` without a scheme is
+resolved against the baseurl of the package's ``repo`` when fetching (:mod:`overlays.location`),
+so a lock of a local repository names no path of the clone that made it.
 """
 
 from __future__ import annotations

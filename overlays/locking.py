@@ -12,6 +12,8 @@
   packages from another release's repo, ``release`` in ``stacks/repos.toml``), and a pin
   is kept only while its repo is still used at the same release. A package that moves to
   another repo or release is a change in the diff, even at the same NEVRA.
+- Packages of a local (file://) repository are locked with their location inside it,
+  not an absolute path (:mod:`overlays.location`), so the lock travels with the clone.
 - The difference to the previous lock (added, removed, changed, with versions) is
   printed and written as JSON (schema ``lockdiff``) to ``<build_dir>/lock.diff.json``.
 - The lock file is written only when its bytes change (:func:`overlays.lockfile.write`).
@@ -26,7 +28,7 @@ from typing import Any
 
 from fexstack import jsonio
 from fexstack.errors import LockError
-from overlays import basepkgs, lockfile, resolver
+from overlays import basepkgs, location, lockfile, resolver
 from overlays.lockfile import Lock, LockedPackage
 from overlays.resolver import BasePackageLike, Progress, Request, stderr_progress
 from overlays.stack import Repo, Stack, inputs_digest, resolution_inputs
@@ -181,12 +183,23 @@ def _previous(lock_path: Path, progress: Progress) -> Lock | None:
 
 
 def _keep_urls(
-    new: Sequence[LockedPackage], old: Sequence[LockedPackage]
+    new: Sequence[LockedPackage],
+    old: Sequence[LockedPackage],
+    repos: Mapping[str, Repo] | None = None,
 ) -> tuple[LockedPackage, ...]:
-    """Packages identical to a previous pin (NEVRA, sha256, repo) keep its URL."""
+    """Packages identical to a previous pin (NEVRA, sha256, repo) keep its URL.
+
+    Packages of a local repository get their location inside it instead (whatever an
+    older lock recorded: it may be an absolute path of another clone).
+    """
+    repos = repos or {}
     before = {(p.nevra, p.sha256, p.repo): p for p in old}
     kept = []
     for p in new:
+        repo = repos.get(p.repo)
+        if location.is_local(repo):
+            kept.append(replace(p, url=location.portable(p.url, repo)))
+            continue
         prior = before.get((p.nevra, p.sha256, p.repo))
         kept.append(replace(p, url=prior.url) if prior is not None else p)
     return tuple(kept)
@@ -216,6 +229,13 @@ def lock(
         and (previous.stack, previous.release, previous.arch) == (stack, release, arch)
     ):
         progress(f"{stack}: lock up to date")
+        portable = _keep_urls(previous.packages, (), {r.id: r for r in repos})
+        if portable != previous.packages:
+            # A lock written before local repositories were locked by location: the same
+            # packages, with the absolute paths of the clone that made it taken out.
+            previous = replace(previous, packages=portable)
+            lockfile.write(lock_path, previous)
+            progress(f"{stack}: local repositories' packages now locked by location")
         empty = LockDiff(unchanged=len(previous.packages))
         if diff_path is not None:
             jsonio.write(
@@ -241,7 +261,9 @@ def lock(
         pins=pins,
     )
     resolution = resolver.resolve(request, progress)
-    packages = _keep_urls(resolution.packages, previous.packages if previous else ())
+    packages = _keep_urls(
+        resolution.packages, previous.packages if previous else (), {r.id: r for r in repos}
+    )
     new = Lock(
         stack=stack,
         release=release,

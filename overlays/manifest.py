@@ -5,6 +5,16 @@ It says what an image is and why: the stack and its files, the lock and its pack
 owning package, the image's bytes and how they were made, the invariants report, and the
 versions of the tools. No wall-clock time and no host-specific absolute path, so equal
 inputs give an equal manifest. Validated against ``overlays/schemas/manifest.schema.json``.
+
+Content and provenance are apart: ``content`` is the image's identity record
+(:mod:`overlays.identity`: packages by name, EVR, arch and sha256, how they were installed,
+image settings, tool versions, and its digest, the seed of the image's UUID) and is the
+only part that feeds the image; with ``packages``, ``files``, ``counts``, ``image``,
+``base``, ``tools`` and ``install`` it is the same wherever the stack is built. ``stack``,
+``lock`` and ``invariants`` are provenance: where the image came from (paths relative to
+the project, digests of files that hold repository URLs). Stack files are listed by path
+only, without digests: their edits that do not change the image (comments, descriptions)
+rerun nothing, so a digest would go stale.
 """
 
 from __future__ import annotations
@@ -21,7 +31,8 @@ from fexstack import command, jsonio
 from fexstack.digest import sha256_bytes, sha256_file
 from fexstack.errors import ImageError
 from overlays import lockfile
-from overlays.image import MKFS, ImageInfo
+from overlays.identity import Identity
+from overlays.image import MKFS, ImageInfo, image_uuid
 from overlays.lockfile import Lock
 from overlays.readback import FSCK, list_image
 
@@ -69,6 +80,8 @@ def make_manifest(
     image: ImageInfo,
     invariants_report: Path | None,
     install: Mapping[str, Any] | None = None,
+    content: Identity,
+    base_tree_sha256: str | None = None,
 ) -> dict[str, Any]:
     """The manifest of ``image``; its file list is ``image.entries``.
 
@@ -79,7 +92,17 @@ def make_manifest(
     recorded relative to the folder they have in common (typically the project root). Not
     validated here: :func:`write_manifest` does it. ``install`` (the stage record) gives
     the manifest's ``install``: paths redirected into the base and executables dropped.
+
+    ``content`` is the identity the image was made from: the image's UUID must be the one
+    derived from its digest (:class:`ImageError` otherwise). ``base_tree_sha256`` is the
+    index digest of a base given as a directory (:mod:`overlays.baseindex`).
     """
+    if image.uuid != image_uuid(content.digest):
+        raise ImageError(
+            f"{image.path}: its UUID {image.uuid} is not derived from the content record "
+            f"{content.digest}",
+            "build the image with uuid_seed set to the identity's digest",
+        )
     recorded = [*stack_files, *(p for p in (lock_path, invariants_report) if p is not None)]
     anchor = _anchor(recorded)
     entries = image.entries or list_image(image.path)
@@ -142,15 +165,16 @@ def make_manifest(
             "name": stack_name,
             "class": stack_class,
             "files": sorted(
-                (
-                    {"path": _rel(p, anchor), "sha256": _digest(p, "stack file")}
-                    for p in stack_files
-                ),
+                ({"path": _rel(p, anchor)} for p in stack_files),
                 key=lambda d: d["path"],
             ),
         },
         "lock": lock_doc,
-        "base": {"image_sha256": base_image_sha256},
+        "content": content.to_json(),
+        "base": {
+            "image_sha256": base_image_sha256,
+            **({"tree_sha256": base_tree_sha256} if base_tree_sha256 is not None else {}),
+        },
         "packages": packages,
         "files": files,
         "counts": counts,
@@ -185,6 +209,14 @@ def make_manifest(
             "dropped": list(install.get("dropped", [])),
         }
     return manifest
+
+
+def sections(kind: str) -> tuple[str, ...]:
+    """The top-level keys that are ``content`` (the same wherever the image is built) or
+    ``provenance`` (where it came from), as the schema lists them (x-content, x-provenance)."""
+    if kind not in ("content", "provenance"):
+        raise ValueError(f"no manifest section kind {kind!r}")
+    return tuple(jsonio.schema(SCHEMA)[f"x-{kind}"])
 
 
 def _validate(manifest: Any, where: str) -> None:

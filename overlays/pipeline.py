@@ -25,7 +25,7 @@ from overlays.project import Project
 from overlays.stack import Stack, load_stack
 
 # Bumped whenever a step's code changes what it writes, so doit reruns it (config_changed).
-RECIPE = {"lock": 1, "fetch": 1, "stage": 2, "check": 2, "image": 3, "compat": 1, "demo": 1}
+RECIPE = {"lock": 1, "fetch": 1, "stage": 2, "check": 2, "image": 4, "compat": 2, "demo": 1}
 
 
 def action(step: Callable[..., Any]) -> Callable[..., Any]:
@@ -109,6 +109,13 @@ def base_digest(image: Path) -> str | None:
     return sha256_file(image) if image.is_file() else None
 
 
+def base_tree_digest(image: Path) -> str | None:
+    """The index digest of a base given as a directory (None for an image base)."""
+    from overlays import baseindex
+
+    return baseindex.digest(image) if image.is_dir() else None
+
+
 def stack_of(project: Project, name: str) -> Stack:
     return load_stack(project.stacks_dir, name)
 
@@ -179,6 +186,7 @@ def compat_image(project: Project, base_id: str) -> Path:
 def compat(project: Project, base_id: str) -> None:
     """Make the compat image for a base when it lacks an interpreter path, and record it."""
     from invariants.compat import ensure
+    from overlays.identity import identity
     from overlays.image import build_image
     from overlays.manifest import make_manifest, write_manifest
     from overlays.stack import load_base
@@ -194,7 +202,9 @@ def compat(project: Project, base_id: str) -> None:
         atomic.remove(manifest)
     else:
         base_sha = base_digest(base.image)
-        info = build_image(tree, image, uuid_seed=f"compat {base_sha or base_id}")
+        base_tree = base_tree_digest(base.image)
+        content = identity((), "lz4hc", base=base_sha or base_tree or base_id)
+        info = build_image(tree, image, uuid_seed=content.digest)
         write_manifest(
             manifest,
             make_manifest(
@@ -207,6 +217,8 @@ def compat(project: Project, base_id: str) -> None:
                 owners={},
                 image=info,
                 invariants_report=None,
+                content=content,
+                base_tree_sha256=base_tree,
             ),
         )
         record.update(image=image.name, manifest=manifest.name, sha256=info.sha256)
@@ -321,6 +333,7 @@ def staged_digests(
 
 
 def image(project: Project, name: str) -> None:
+    from overlays.identity import identity
     from overlays.image import build_image
     from overlays.manifest import make_manifest, write_manifest
 
@@ -329,11 +342,19 @@ def image(project: Project, name: str) -> None:
     staging = project.staging(name)
     # An image without its manifest is never taken as built (nor one with a stale one).
     starting(project.manifest(name), project.image(name))
+    # The image's identity (and so its UUID) comes from its content, never from where the
+    # clone, the cache or the repositories live.
+    install = stage_record(project, name)
+    content = identity(
+        lock_data.packages,
+        stack.compression,
+        install={k: install.get(k, []) for k in ("redirected", "dropped")},
+    )
     info = build_image(
         staging,
         project.image(name),
         compression=stack.compression,
-        uuid_seed=f"{lock_data.inputs} {name}",
+        uuid_seed=content.digest,
     )
     base = stack.base.image
     write_manifest(
@@ -348,7 +369,9 @@ def image(project: Project, name: str) -> None:
             owners=jsonio.read(project.owners(name)),
             image=info,
             invariants_report=project.invariants(name),
-            install=stage_record(project, name),
+            install=install,
+            content=content,
+            base_tree_sha256=base_tree_digest(base),
         ),
     )
     print(f"image:{name}: image    {project.image(name)}")

@@ -79,6 +79,10 @@ class Repo:
     # release's repository (e.g. fedora-41 for a library Fedora 44 no longer ships).
     # None: the stack's [source].release. Once expanded, always set.
     release: str | None = None
+    # baseurl and gpgkey as written in repos.toml (relative paths stay relative): what the
+    # lock's inputs record, so that a clone at another path has the same inputs
+    baseurl_written: tuple[str, ...] = ()
+    gpgkey_written: tuple[str, ...] = ()
 
     def expand(self, release: str, arch: str) -> Repo:
         """This repo with ``$releasever`` (its own release, else ``release``) and
@@ -95,6 +99,8 @@ class Repo:
             gpgcheck=self.gpgcheck,
             gpgkey=tuple(sub(k) for k in self.gpgkey),
             release=release,
+            baseurl_written=tuple(sub(u) for u in self.baseurl_written),
+            gpgkey_written=tuple(sub(k) for k in self.gpgkey_written),
         )
 
     @property
@@ -419,6 +425,8 @@ def load_repos(path: Path) -> dict[str, Repo]:
             gpgcheck=gpgcheck,
             gpgkey=keys,
             release=entry.get("release"),
+            baseurl_written=tuple(entry.get("baseurl", ())),
+            gpgkey_written=tuple(entry.get("gpgkey", ())),
         )
     return repos
 
@@ -427,7 +435,8 @@ def _base_url(text: str, folder: Path) -> str:
     """A baseurl as written, or a path (relative to repos.toml, ``~`` expanded) as file://."""
     if "://" in text:
         return text
-    return _local_path(text, folder).as_uri()
+    # As Path.as_uri() quotes, but keeping "$" so that $releasever and $basearch expand.
+    return "file://" + urllib.parse.quote(os.fsencode(_local_path(text, folder)), safe="/$")
 
 
 def _key_file(text: str, folder: Path) -> str:
@@ -720,7 +729,9 @@ def resolution_inputs(stack: Stack, base_packages: str | None = None) -> dict[st
     """Everything that influences how ``stack`` resolves, as a JSON-able dict.
 
     Descriptions, comments, ``[app]``, ``[image]`` and waivers are left out, so editing
-    them does not invalidate a lock. Seed reasons are in (the lock records them).
+    them does not invalidate a lock. Repository baseurls and keys are recorded as written
+    in repos.toml (a relative path stays relative), so the same project at another path
+    has the same inputs. Seed reasons are in (the lock records them).
     ``base_packages`` is the digest of the base's package list
     (:func:`overlays.basepkgs.digest`); the caller supplies it, since reading the list
     is the lock step's job.
@@ -733,10 +744,10 @@ def resolution_inputs(stack: Stack, base_packages: str | None = None) -> dict[st
         "repos": [
             {
                 "id": r.id,
-                "baseurl": list(r.baseurl),
+                "baseurl": list(r.baseurl_written or r.baseurl),
                 "metalink": r.metalink,
                 "gpgcheck": r.gpgcheck,
-                "gpgkey": list(r.gpgkey),
+                "gpgkey": list(r.gpgkey_written or r.gpgkey),
                 **({"release": r.release} if r.release != stack.release else {}),
             }
             for r in stack.repos

@@ -96,6 +96,7 @@ class StackInfo:
 @dataclass
 class BaseInfo:
     file_deps: list[str]
+    inputs: Any = None  # what the compat step reads besides files (a directory base's index)
 
 
 def _existing_or_generated(project: Project, path: Path) -> bool:
@@ -170,8 +171,20 @@ def bases(project: Project, infos: dict[str, StackInfo]) -> dict[str, BaseInfo]:
         deps = [str(base.path)]
         if _existing_or_generated(project, base.image) and not base.image.is_dir():
             deps.append(str(base.image))
-        found[base.id] = BaseInfo(deps)
+        found[base.id] = BaseInfo(deps, {"tree": base_tree_digest(base.image)})
     return found
+
+
+def base_tree_digest(image: Path) -> str | None:
+    """The index digest of a base given as a directory (None for an image or a missing base).
+
+    A directory is no file_dep doit can track: its index (paths, kinds, modes, targets,
+    file digests) is an input of the check, image and compat steps instead.
+    """
+    try:
+        return pipeline.base_tree_digest(image)
+    except (FexstackError, OSError) as exc:
+        return f"unreadable: {exc}"  # the step itself reports it
 
 
 # --- uptodate checks and clean actions ---------------------------------------------------
@@ -248,6 +261,7 @@ def _base_inputs(stack: Stack) -> dict[str, Any]:
         "image": str(base.image),
         "overlays": [str(p) for p in base.overlays],
         "lib_dirs": list(base.lib_dirs),
+        "tree": base_tree_digest(base.image),
     }
 
 

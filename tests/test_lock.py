@@ -7,6 +7,7 @@ the Stack-level entry point (:func:`overlays.locking.lock_stack`) is what runs.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import shutil
 import urllib.parse
@@ -17,13 +18,13 @@ from pathlib import Path
 import pytest
 
 from fexstack import jsonio
-from fexstack.errors import FexstackError, LockError
+from fexstack.errors import FetchError, FexstackError, LockError
 from fexstack.factory.base import glibc_package, write_kiwi_packages
 from fexstack.factory.factory import Factory
 from fexstack.factory.spec import File, Library, Package
-from overlays import lockfile, locking, why
+from overlays import location, lockfile, locking, why
 from overlays.lockfile import Reason
-from overlays.stack import Stack, load_stack
+from overlays.stack import Repo, Stack, load_stack
 
 GLIBC = glibc_package("2.99")
 GLIBC3 = glibc_package("3.0")
@@ -227,9 +228,17 @@ def test_why_command_prints_the_path(project: Project, capsys: pytest.CaptureFix
 
 
 def test_sha256_and_size_match_the_file_at_the_url(project: Project) -> None:
-    lock = project.lock(project.write({"libfoo": "x", "libqux": "y"})).lock
+    stack = project.write({"libfoo": "x", "libqux": "y"})
+    lock = project.lock(stack).lock
     assert len(lock.packages) == 4
-    for pkg in lock.packages:
+    repos = {r.id: r for r in stack.repos}
+    for locked in lock.packages:
+        # A local repository's package is locked by its location inside the repository
+        # (no path of this clone); fetching resolves it against repos.toml's baseurl.
+        assert location.is_relative(locked.url) and str(project.root) not in locked.url
+        pkg = dataclasses.replace(
+            locked, url=location.resolve(locked.url, repos[locked.repo], locked.name)
+        )
         assert pkg.url.startswith("file:///") and pkg.url.endswith(".rpm")
         with urllib.request.urlopen(pkg.url) as fh:
             data = fh.read()
@@ -499,3 +508,80 @@ def test_why_says_in_the_base_for_a_seed_the_base_carries(
     capsys.readouterr()
     assert why.main(["--stacks-dir", str(project.stacks), "demo", "glibc"]) == 0
     assert capsys.readouterr().out.startswith("glibc-2.99-1.x86_64: in the base <- seed glibc")
+
+
+# --- locks of local repositories travel (issue 17) ----------------------------------------
+
+
+def test_local_repo_lock_names_locations_and_resolves_in_any_clone(
+    make_project: Callable[..., Project], repo: Path, tmp_path: Path
+) -> None:
+    one = make_project()
+    shutil.copytree(repo, one.root / "repo")
+    (one.stacks / "repos.toml").write_text('[repos.fix]\nbaseurl = ["../repo"]\n')
+    result = one.lock(one.write())
+    text = one.lock_path().read_text()
+    assert str(one.root) not in text and "file:" not in text
+    pkg = result.lock.package("libfoo")
+    assert pkg is not None and pkg.url == "libfoo-1.0-1.x86_64.rpm"
+    # The same files at another path: the lock is up to date there, byte for byte, and
+    # its locations resolve into that clone's repository.
+    two = tmp_path / "elsewhere" / "clone"
+    shutil.copytree(one.root, two)
+    shutil.rmtree(one.root)
+    stack = load_stack(two / "stacks", "demo")
+    again = locking.lock_stack(stack, lock_path=two / "stacks/demo.lock.toml", build_dir=two / "b")
+    assert again.up_to_date and not again.changed
+    assert (two / "stacks/demo.lock.toml").read_text() == text
+    url = location.resolve(pkg.url, stack.repos[0], pkg.name)
+    assert url == (two / "repo" / "libfoo-1.0-1.x86_64.rpm").as_uri()
+    with urllib.request.urlopen(url) as fh:
+        assert hashlib.sha256(fh.read()).hexdigest() == pkg.sha256
+
+
+def test_an_older_lock_with_absolute_local_urls_is_made_portable(project: Project) -> None:
+    stack = project.write()
+    first = project.lock(stack).lock
+    repo = stack.repos[0]
+    absolute = tuple(
+        dataclasses.replace(p, url=location.resolve(p.url, repo, p.name)) for p in first.packages
+    )
+    assert all(p.url.startswith("file:///") for p in absolute)
+    lockfile.write(project.lock_path(), dataclasses.replace(first, packages=absolute))
+    result = project.lock(stack)
+    assert result.up_to_date and result.diff.empty
+    assert lockfile.read(project.lock_path()) == first
+    # Remote repositories keep their absolute URLs.
+    remote = Repo(id="fix", baseurl=("https://example.invalid/repo/",))
+    assert location.portable("https://example.invalid/repo/a.rpm", remote) == (
+        "https://example.invalid/repo/a.rpm"
+    )
+
+
+def test_location_resolution_and_its_errors(tmp_path: Path) -> None:
+    empty, full = tmp_path / "empty", tmp_path / "full"
+    empty.mkdir()
+    (full / "Packages").mkdir(parents=True)
+    (full / "Packages" / "a.rpm").write_bytes(b"x")
+    mirrored = Repo(id="m", baseurl=(empty.as_uri(), full.as_uri()))
+    # The first baseurl holding the file; the first one when none does.
+    assert location.resolve("Packages/a.rpm", mirrored, "a") == full.as_uri() + "/Packages/a.rpm"
+    assert location.resolve("Packages/b.rpm", mirrored, "b") == empty.as_uri() + "/Packages/b.rpm"
+    assert location.portable(full.as_uri() + "/Packages/a.rpm", mirrored) == "Packages/a.rpm"
+    # Names are kept readable in the lock and quoted only in the URL they resolve to.
+    odd = "Packages/libstdc++-1.0^git1-1 x.rpm"
+    (full / odd).write_bytes(b"x")
+    assert location.portable((full / odd).as_uri(), mirrored) == odd
+    resolved = location.resolve(odd, mirrored, "odd")
+    assert resolved == (full / odd).as_uri()
+    with urllib.request.urlopen(resolved) as fh:
+        assert fh.read() == b"x"
+    for bad in ("../outside.rpm", "Packages/../../x.rpm", "/etc/passwd"):
+        with pytest.raises(FetchError, match="leaves its repository") as info:
+            location.resolve(bad, mirrored, "evil")
+        assert "package evil" in info.value.message
+    with pytest.raises(FetchError, match="no baseurl here") as info:
+        location.resolve("Packages/a.rpm", Repo(id="meta", metalink="https://m"), "a")
+    assert info.value.hint and "stacks/repos.toml" in info.value.hint
+    with pytest.raises(FetchError, match="no baseurl here"):
+        location.resolve("Packages/a.rpm", None, "a")

@@ -16,7 +16,7 @@ from fexstack import jsonio
 from fexstack.factory.base import glibc_package, write_kiwi_packages
 from fexstack.factory.factory import Factory
 from fexstack.factory.spec import Library, Package
-from overlays import lockfile, locking
+from overlays import location, lockfile, locking
 from overlays.stack import Stack, load_stack
 
 GLIB = Library("libglib-2.0.so.0")
@@ -102,7 +102,8 @@ def test_a_repo_of_another_release_expands_with_its_own_release(
 def test_lock_records_repo_and_release_per_package(
     tmp_path: Path, root: Path, factory: Factory
 ) -> None:
-    lock = _lock(tmp_path, _project(tmp_path, root)).lock
+    stack = _project(tmp_path, root)
+    lock = _lock(tmp_path, stack).lock
     assert _where(lock) == {
         "glib2": ("fedora", "44", "2.86"),  # the newer release's glib, not 41's
         "javascriptcoregtk4.0": ("fedora-41", "41", "2.46.1"),
@@ -110,7 +111,12 @@ def test_lock_records_repo_and_release_per_package(
         "webkit2gtk4.0": ("fedora-41", "41", "2.46.1"),
     }
     assert "libsoup3" not in _where(lock)  # the 4.0 flavour never pulls libsoup 3
-    assert lock.package("libsoup").url.startswith((root / "41").as_uri())  # type: ignore[union-attr]
+    soup = lock.package("libsoup")
+    assert soup is not None
+    # Locked by its location inside the file:// repository, resolved in the 41 repo's tree.
+    repos = {r.id: r for r in stack.repos}
+    url = location.resolve(soup.url, repos[soup.repo], soup.name)
+    assert url.startswith((root / "41").as_uri())
     text = (tmp_path / "stacks" / "bambu.lock.toml").read_text()
     assert text.count('repo_release = "41"') == 3 and text.count('repo_release = "44"') == 1
     assert lockfile.read(tmp_path / "stacks" / "bambu.lock.toml") == lock

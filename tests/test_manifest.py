@@ -12,10 +12,11 @@ import pytest
 
 from fexstack import jsonio
 from fexstack.errors import ImageError
-from overlays import lockfile, manifest, readback
-from overlays.image import ImageInfo, build_image
+from overlays import identity, lockfile, manifest, readback
+from overlays.identity import Identity
+from overlays.image import ImageInfo, build_image, image_uuid
 from overlays.lockfile import Lock, LockedPackage, Reason
-from tests.test_image import SEED, make_tree
+from tests.test_image import make_tree
 
 OWNERS = {
     "/usr/lib64/libfoo.so.1.2": "libfoo",
@@ -26,6 +27,11 @@ OWNERS = {
     "/usr/lib64": "filesystem",
 }
 
+
+
+def bare_content() -> Identity:
+    """The identity of an image of no packages (what bare_manifest's images are built from)."""
+    return identity.identity((), "lz4hc")
 
 
 def bare_manifest(image: ImageInfo, name: str = "x") -> dict[str, Any]:
@@ -40,6 +46,7 @@ def bare_manifest(image: ImageInfo, name: str = "x") -> dict[str, Any]:
         owners={},
         image=image,
         invariants_report=None,
+        content=bare_content(),
     )
 
 def make_lock() -> Lock:
@@ -74,19 +81,22 @@ def make_lock() -> Lock:
     )
 
 
-def project(root: Path, *, reverse: bool = False) -> dict[str, Any]:
+def project(root: Path, *, reverse: bool = False, lock: Lock | None = None) -> dict[str, Any]:
     """A project laid out under ``root``: stack files, lock, staged tree, report, image."""
     stacks = root / "stacks"
     (stacks / "bases").mkdir(parents=True)
     (stacks / "demo.toml").write_text('[stack]\ndescription = "demo"\n')
     (stacks / "bases" / "fedora.toml").write_text('[base]\nimage = "x"\n')
-    lock = make_lock()
+    lock = lock or make_lock()
     lock_path = stacks / "demo.lock.toml"
     lockfile.write(lock_path, lock)
     tree = make_tree(root / "build" / "demo" / "staging", reverse=reverse)
     report = root / "build" / "demo" / "invariants.json"
     report.write_text('{"ok": true}\n')
-    image = build_image(tree, root / "build" / "overlays" / "demo.erofs", uuid_seed=SEED)
+    content = identity.identity(lock.packages, "lz4hc")
+    image = build_image(
+        tree, root / "build" / "overlays" / "demo.erofs", uuid_seed=content.digest
+    )
     doc = manifest.make_manifest(
         stack_name="demo",
         stack_class="deps",
@@ -97,6 +107,7 @@ def project(root: Path, *, reverse: bool = False) -> dict[str, Any]:
         owners=OWNERS,
         image=image,
         invariants_report=report,
+        content=content,
     )
     return {"doc": doc, "tree": tree, "image": image, "root": root, "lock": lock}
 
@@ -185,7 +196,7 @@ def test_files_are_a_fresh_listing_of_the_image(proj: dict[str, Any]) -> None:
 
 def test_manifest_describes_the_image_not_a_later_tree(tmp_path: Path) -> None:
     tree = make_tree(tmp_path / "t")
-    image = build_image(tree, tmp_path / "x.erofs", uuid_seed=SEED)
+    image = build_image(tree, tmp_path / "x.erofs", uuid_seed=bare_content().digest)
     (tree / "etc/foo.conf").write_text("changed after\n")
     (tree / "etc/new").write_text("new\n")
     doc = bare_manifest(image, "x")
@@ -243,7 +254,8 @@ def test_compat_manifest(tmp_path: Path) -> None:
     (tree / "lib64").mkdir(parents=True)
     tree.chmod(0o755)
     (tree / "lib64/ld-linux-x86-64.so.2").symlink_to("/usr/lib64/ld-linux-x86-64.so.2")
-    image = build_image(tree, tmp_path / "compat.erofs", uuid_seed="compat:" + "cd" * 32)
+    content = identity.identity((), "lz4hc", base="cd" * 32)
+    image = build_image(tree, tmp_path / "compat.erofs", uuid_seed=content.digest)
     doc = manifest.make_manifest(
         stack_name="compat",
         stack_class="compat",
@@ -254,7 +266,9 @@ def test_compat_manifest(tmp_path: Path) -> None:
         owners={},
         image=image,
         invariants_report=None,
+        content=content,
     )
+    assert doc["content"]["base"] == "cd" * 32
     assert doc["lock"] is None and doc["packages"] == [] and doc["invariants"] is None
     assert by_path(doc)["/lib64/ld-linux-x86-64.so.2"]["target"] == (
         "/usr/lib64/ld-linux-x86-64.so.2"
@@ -267,3 +281,113 @@ def test_compat_manifest(tmp_path: Path) -> None:
         "file_bytes": 0,
         "unowned": 1,
     }
+
+
+# --- identity: the image derives from its content only (issue 17) ------------------------
+
+
+def test_content_section_is_the_identity_that_seeded_the_uuid(proj: dict[str, Any]) -> None:
+    doc = proj["doc"]
+    content = doc["content"]
+    lock = proj["lock"]
+    assert content == identity.identity(lock.packages, "lz4hc").to_json()
+    assert doc["image"]["uuid"] == image_uuid(content["digest"])
+    assert f"-U{image_uuid(content['digest'])}" in doc["image"]["mkfs_flags"]
+    assert [(p["name"], p["evr"], p["arch"]) for p in content["packages"]] == [
+        ("bigdata", "1.0-1.fc44", "x86_64"),
+        ("foo-tools", "1.0-1.fc44", "x86_64"),
+        ("libfoo", "2:1.0-1.fc44", "x86_64"),
+    ]
+    assert content["settings"]["compression"] == "lz4hc"
+    assert not any(f.startswith("-U") for f in content["settings"]["mkfs_flags"])
+    assert set(content["tools"]) == {"fexstack", "erofs-utils"}
+    # Where the lock came from (repo id, URL, reasons) is not content.
+    text = json.dumps(content)
+    assert "example.invalid" not in text and "fedora" not in text and "seed" not in text
+
+
+def test_identity_ignores_where_and_why_but_not_what() -> None:
+    lock = make_lock()
+    base = identity.identity(lock.packages, "lz4hc", tool_versions={"fexstack": "1", "e": "1"})
+
+    def digest(packages: Any, compression: str = "lz4hc", tools: Any = None) -> str:
+        versions = tools or {"fexstack": "1", "e": "1"}
+        return identity.identity(packages, compression, tool_versions=versions).digest
+
+    moved = [
+        dataclasses.replace(p, repo="mirror", url=f"file:///elsewhere/{p.name}.rpm", reasons=())
+        for p in reversed(lock.packages)
+    ]
+    assert digest(moved) == base.digest
+    first = lock.packages[0]
+    for changed in (
+        dataclasses.replace(first, sha256="ef" * 32),
+        dataclasses.replace(first, release="2.fc44"),
+        dataclasses.replace(first, epoch=3),
+        dataclasses.replace(first, arch="i686"),
+        dataclasses.replace(first, name="libbar"),
+    ):
+        assert digest([changed, *lock.packages[1:]]) != base.digest, changed
+    assert digest(lock.packages[1:]) != base.digest
+    assert digest(lock.packages, "lz4") != base.digest
+    staged = {"redirected": [], "dropped": []}
+    with_install = identity.identity(
+        lock.packages, "lz4hc", install=staged, tool_versions={"fexstack": "1", "e": "1"}
+    )
+    dropped = {"redirected": [], "dropped": [
+        {"path": "/usr/bin/foo", "original": "/usr/bin/foo", "package": "libfoo", "type": "file"}
+    ]}
+    other = identity.identity(
+        lock.packages, "lz4hc", install=dropped, tool_versions={"fexstack": "1", "e": "1"}
+    )
+    assert len({base.digest, with_install.digest, other.digest}) == 3
+    assert digest(lock.packages, tools={"fexstack": "2", "e": "1"}) != base.digest
+    assert digest(lock.packages, tools={"fexstack": "1", "e": "2"}) != base.digest
+
+
+def test_manifest_refuses_an_image_not_seeded_by_its_content(tmp_path: Path) -> None:
+    tree = make_tree(tmp_path / "t")
+    image = build_image(tree, tmp_path / "x.erofs", uuid_seed="sha256:" + "0" * 64)
+    with pytest.raises(ImageError, match="not derived from the content record"):
+        bare_manifest(image)
+
+
+def test_stack_files_are_listed_without_digests(proj: dict[str, Any]) -> None:
+    """Rule of point 4: a comment edit of a stack file cannot leave a stale digest."""
+    files = proj["doc"]["stack"]["files"]
+    assert files and all(set(f) == {"path"} for f in files)
+    bad = json.loads(jsonio.dumps(proj["doc"]))
+    bad["stack"]["files"][0]["sha256"] = "ab" * 32
+    with pytest.raises(jsonschema.ValidationError):
+        jsonio.validate(bad, "manifest")
+    schema = jsonio.read(Path(manifest.__file__).parent / "schemas" / "manifest.schema.json")
+    assert "never digests of the stack files" in schema["description"]
+
+
+def test_every_top_level_key_is_content_or_provenance() -> None:
+    schema = jsonio.schema("manifest")
+    content, provenance = manifest.sections("content"), manifest.sections("provenance")
+    assert not set(content) & set(provenance)
+    assert sorted([*content, *provenance]) == sorted(schema["properties"])
+    assert {"content", "packages", "files", "image"} <= set(content)
+    assert {"stack", "lock", "invariants"} <= set(provenance)
+    with pytest.raises(ValueError):
+        manifest.sections("other")
+
+
+def test_content_sections_do_not_depend_on_where_the_lock_came_from(tmp_path: Path) -> None:
+    """Another project path and a lock from another mirror: provenance differs, content not."""
+    here = project(tmp_path / "here")
+    lock = here["lock"]
+    mirrored = dataclasses.replace(
+        lock,
+        inputs="sha256:" + "9" * 64,
+        packages=tuple(
+            dataclasses.replace(p, url=f"https://mirror.invalid/{p.name}.rpm")
+            for p in lock.packages
+        ),
+    )
+    there = project(tmp_path / "there" / "deeper", lock=mirrored)
+    for key in manifest.sections("content"):
+        assert here["doc"].get(key) == there["doc"].get(key), key
+    assert here["doc"]["lock"] != there["doc"]["lock"]

@@ -637,3 +637,27 @@ def test_doit_list_shows_both_bambu_flavours() -> None:
         for step in ("lock", "fetch", "stage", "check", "image", "overlay", "run", "why"):
             assert f"{step}:{name}" in rows, proc.stdout
     assert "lock:webkit40" not in rows  # an include-only stack has no tasks of its own
+
+
+def test_resolution_inputs_record_local_repos_as_written(tmp_path: Path) -> None:
+    """The same project at two paths has the same inputs; a changed path changes them."""
+    repos = (
+        '[repos.local]\nbaseurl = ["../repo/$releasever"]\ngpgcheck = true\n'
+        'gpgkey = ["keys/k.asc"]\n'
+    )
+    loaded = []
+    for where in ("one", "two/deeper"):
+        folder = stacks(tmp_path / where, **demo())
+        (folder / "repos.toml").write_text(repos)
+        loaded.append(load_stack(folder, "demo"))
+    first, second = (resolution_inputs(s, "sha256:base") for s in loaded)
+    assert first["repos"][0]["baseurl"] == ["../repo/44"]
+    assert first["repos"][0]["gpgkey"] == ["keys/k.asc"]
+    assert inputs_digest(first) == inputs_digest(second)
+    # What is fetched from and checked with is still absolute, in each clone's own place.
+    assert loaded[0].repos[0].baseurl == ((tmp_path / "one" / "repo" / "44").as_uri(),)
+    assert loaded[1].repos[0].gpgkey == (str(tmp_path / "two/deeper/stacks/keys/k.asc"),)
+    folder = tmp_path / "two/deeper/stacks"
+    (folder / "repos.toml").write_text(repos.replace("../repo", "../other-repo"))
+    moved = resolution_inputs(load_stack(folder, "demo"), "sha256:base")
+    assert inputs_digest(moved) != inputs_digest(first)

@@ -15,14 +15,14 @@ from overlays import manifest, validator
 from overlays.image import ImageInfo, build_image
 from overlays.validator import validate_against_manifest, validate_image
 from tests.test_image import SEED, make_tree
-from tests.test_manifest import bare_manifest
+from tests.test_manifest import bare_content, bare_manifest
 
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, ImageInfo]:
     root = tmp_path_factory.mktemp("validator")
     tree = make_tree(root / "tree")
-    return tree, build_image(tree, root / "good.erofs", uuid_seed=SEED)
+    return tree, build_image(tree, root / "good.erofs", uuid_seed=bare_content().digest)
 
 
 @pytest.fixture
