@@ -187,7 +187,7 @@ def test_unmapped_window_is_not_seen(
     gui: dict[str, Path], tmp_path: Path,
 ) -> None:  # fmt: skip
     """A window in the X tree that is never mapped (GTK's leader) is not a window seen."""
-    result = run_app(profile(layout, gui, "nomap", timeout=3), evidence_root=tmp_path,
+    result = run_app(profile(layout, gui, "nomap", timeout=8), evidence_root=tmp_path,
                      echo=False)  # fmt: skip
     log = (result.evidence_dir / "run.log").read_text()
     assert "window created, not mapped" in log
