@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from fexstack import command
-from overlays import basepkgs, locking
+from overlays import basepkgs, location, locking
 from overlays import stack as stackmod
 from tests.realworld import base, convert, corpus, packages
 from tests.realworld.apt import CorpusError
@@ -280,7 +280,9 @@ def _lock(found: Corpus, stacks: Path, name: str, seeds: list[str]) -> set[str]:
                                 build_dir=stacks.parent / "build" / name,
                                 progress=lambda line: None)
     for pkg in result.lock.packages:
-        assert pkg.url.startswith(found.repo_url)
+        # A local repository's package is locked by its location inside the repository.
+        assert location.is_relative(pkg.url), pkg.url
+        assert (found.repo / pkg.url).is_file(), pkg.url
     return {p.name for p in result.lock.packages}
 
 
