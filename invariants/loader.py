@@ -16,7 +16,9 @@ the path the loader opened (not normalized, symlinks not resolved), except for t
 executable, whose origin the kernel gives as its real path. A candidate of the wrong ELF
 class or machine is skipped and the search goes on; a file that is not ELF stops the
 load. Names already loaded (by the name asked for or by DT_SONAME, or the same file under
-another name) are not searched again, and objects load breadth first, like glibc.
+another name) are not searched again, and objects load breadth first, like glibc. The
+loader itself is loaded first (PT_INTERP, or /lib64/ld-linux-x86-64.so.2 for a library),
+so a DT_NEEDED of ``ld-linux-x86-64.so.2`` is satisfied by it without a search.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from invariants import elf
 from invariants.view import View
 
 DEFAULT_LIB_DIRS = ("/lib64", "/usr/lib64")
+RTLD = "/lib64/ld-linux-x86-64.so.2"  # the x86_64 psABI's dynamic loader
 # What FEX executes: x86-64 baseline, v2 and v3 (AVX-512 never), most preferred first.
 FEX_HWCAPS = ("x86-64-v3", "x86-64-v2")
 _DST = re.compile(r"\$(ORIGIN|LIB|PLATFORM)\b|\$\{(ORIGIN|LIB|PLATFORM)\}")
@@ -119,12 +122,16 @@ class Loader:
         self._main = root if main else None
         loaded: list[_Object] = [root]
         missing: set[str] = set()
-        if main and facts.interp:
-            interp = self.view.resolve(facts.interp)
+        # The dynamic loader itself is always loaded: the executable's PT_INTERP, or for a
+        # library (opened by some executable, or listed with ``ld.so --list``) the x86_64
+        # ABI's loader. A DT_NEEDED naming it is never searched.
+        rtld_path = facts.interp if main and facts.interp else RTLD
+        if rtld_path:
+            interp = self.view.resolve(rtld_path)
             ifacts = elf.facts(interp.node.source) if interp.node is not None else None
             if ifacts is not None and ifacts.error is None:
-                rtld = _Object(facts.interp, interp.path, ifacts,
-                               posixpath.dirname(facts.interp), {facts.interp})
+                rtld = _Object(rtld_path, interp.path, ifacts,
+                               posixpath.dirname(rtld_path), {rtld_path})
                 if ifacts.soname:
                     rtld.names.add(ifacts.soname)
                 loaded.append(rtld)
