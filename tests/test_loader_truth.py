@@ -196,3 +196,25 @@ def test_library_installed_through_lib64_loads_from_the_mounted_layers(
     assert real["libold64.so.1"] == "/lib64/libold64.so.1"  # via RPATH, through the symlink
     assert real["liboldgnu.so.1"] == "/lib/x86_64-linux-gnu/liboldgnu.so.1"
     assert real["libc.so.6"] is not None
+
+
+def test_a_library_naming_the_loader_gets_the_loaded_one(
+    factory: Factory, tmp_path: Path
+) -> None:
+    """Libraries that list ld-linux-x86-64.so.2 in DT_NEEDED (abseil, ICU, WebKitGTK in
+    Debian) get the loader already in the process, as ``ld.so --list`` shows on real
+    data (tests/test_realstacks.py): it is never searched for, not even in the cache."""
+    base = fedora_base(factory, tmp_path / "bases", lib64_symlink=True)
+    dirs, hwcaps = loader_settings(base)
+    deps = tmp_path / "deps"
+    path = f"{dirs[-1]}/libneedsrtld.so.1"
+    factory.elf(deps / path.lstrip("/"), Library("libneedsrtld.so.1",
+                                                  needs=("ld-linux-x86-64.so.2",)))
+    report = check_tree(deps, stack_class="deps", owners={}, view_layers=[base_layer(base)],
+                        lib_dirs=dirs, hwcaps=hwcaps)
+    [row] = [r for r in report.linkability if r["path"] == path]
+    [need] = [n for n in row["needs"] if n["soname"] == "ld-linux-x86-64.so.2"]
+    assert (need["soname"], need["via"], need["path"]) == (
+        "ld-linux-x86-64.so.2", "loaded", "/lib64/ld-linux-x86-64.so.2")
+    assert need["real"] == "/usr/lib64/ld-linux-x86-64.so.2"
+    assert not report.failed
