@@ -199,7 +199,9 @@ def test_webkit_view_loads_its_page_with_the_sandbox_on(
     doc = _report(bundle)
     assert doc["outcome"] == "PASS", run.output + log
     assert "page loaded" in log
-    assert "sandbox: " in log and "bwrap" in log.split("sandbox: ", 1)[1].splitlines()[0], log
+    assert "sandbox enabled: 1" in log
+    sandbox = log.split("sandbox: ", 1)[1].splitlines()[0]  # the web process under bwrap
+    assert sandbox.startswith("/usr/bin/bwrap ") and "WebKitWebProcess" in sandbox, log
     identity = doc["identity"]
     assert isinstance(identity, dict) and identity["uid"] != 0 and not identity["privileged"]
     manifest = jsonio.read(gui_project.manifest("webview"))

@@ -3,7 +3,8 @@
  * No headers: the few functions it calls are declared here and linked against the real
  * libwebkit2gtk-4.1.so.0, libgtk-3.so.0 and libgobject-2.0.so.0. It prints "page loaded"
  * when WebKit's load-changed signal reports WEBKIT_LOAD_FINISHED, then how the web
- * process was sandboxed (the bwrap processes it sees in /proc), and exits 0; it exits 2 if
+ * process was sandboxed (the bwrap processes it sees in /proc), and exits 0; the
+ * sandbox is switched on first (WebKitGTK 4.1's default is off); it exits 2 if
  * the web process dies and 3 if nothing happened within 60 seconds.
  */
 #include <dirent.h>
@@ -22,6 +23,9 @@ extern void gtk_widget_show_all(void *widget);
 extern void gtk_main(void);
 extern void gtk_main_quit(void);
 extern void *webkit_web_view_new(void);
+extern void *webkit_web_context_get_default(void);
+extern void webkit_web_context_set_sandbox_enabled(void *context, gboolean enabled);
+extern gboolean webkit_web_context_get_sandbox_enabled(void *context);
 extern void webkit_web_view_load_html(void *view, const char *html, const char *base_uri);
 extern unsigned long g_signal_connect_data(void *instance, const char *signal, void (*handler)(void),
                                            gpointer data, void *destroy, int flags);
@@ -88,6 +92,10 @@ static gboolean on_timeout(gpointer data) {
 
 int main(int argc, char **argv) {
     gtk_init(&argc, &argv);
+    /* WebKitGTK 4.1 starts without the sandbox unless asked, before the first web view */
+    void *context = webkit_web_context_get_default();
+    webkit_web_context_set_sandbox_enabled(context, 1);
+    printf("sandbox enabled: %d\n", webkit_web_context_get_sandbox_enabled(context));
     void *window = gtk_window_new(0);
     gtk_window_set_title(window, "fexstack webview");
     gtk_window_set_default_size(window, 300, 200);
