@@ -224,6 +224,8 @@ def generate(
                                  "the tool's version may write another path; report it")
             rec = {k: v for k, v in job.items() if k not in ("argv", "chroot")}
             rec.setdefault("version", _version_of(staging, kind))
+            if result["output"].strip():  # what the tool said (e.g. an input it ignored)
+                rec["messages"] = result["output"].strip()[-2000:]
             records.append({**rec, "status": "made", "files": files})
     return sorted(records, key=lambda r: str(r["kind"]))
 

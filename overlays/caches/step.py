@@ -34,6 +34,8 @@ def stage_caches(
         what = (f"made by {rec['tool']} ({rec['where']})" if rec["status"] == "made"
                 else f"not made: {rec['reason']}")  # fmt: skip
         print(f"stage:{name}: cache {rec['cache']} {what}", file=sys.stderr)
+        for line in str(rec.get("messages", "")).splitlines():
+            print(f"stage:{name}:   {line}", file=sys.stderr)
     return records
 
 
