@@ -25,6 +25,7 @@ class Need:
     kind: str  # "exec": a program the library runs; "file": data it reads
     paths: tuple[str, ...]  # any one of them meets the need
     why: str  # what the library does with it, and what happens without it
+    contains: tuple[str, ...] = ()  # names the file must hold (a schema id in a cache)
 
 
 NEEDS: Mapping[str, tuple[Need, ...]] = MappingProxyType({
@@ -40,7 +41,8 @@ NEEDS: Mapping[str, tuple[Need, ...]] = MappingProxyType({
              "GTK's own icons and GTK 3 aborts (ensure_surface_for_gicon)"),
         Need("file", ("/usr/share/glib-2.0/schemas/gschemas.compiled",), "GTK 3's widgets "
              "read org.gtk.Settings.* schemas: without them GLib aborts ('No GSettings "
-             "schemas are installed' / 'Settings schema ... is not installed')"),
+             "schemas are installed' / 'Settings schema ... is not installed')",
+             contains=("org.gtk.Settings.ColorChooser", "org.gtk.Settings.FileChooser")),
     ),
     "libEGL.so.1": (
         Need("file", ("/usr/share/glvnd/egl_vendor.d/*.json", "/etc/glvnd/egl_vendor.d/*.json"),
@@ -48,6 +50,18 @@ NEEDS: Mapping[str, tuple[Need, ...]] = MappingProxyType({
              "vendor file: without one eglGetDisplay fails and WebKitGTK aborts"),
     ),
 })
+
+
+def lacking(view: View, path: str, need: Need) -> list[str]:
+    """The names of ``need.contains`` the file at ``path`` does not hold."""
+    if not need.contains:
+        return []
+    disk = view.disk(path)
+    try:
+        data = disk.read_bytes() if disk is not None else b""
+    except OSError:
+        data = b""
+    return [name for name in need.contains if name.encode() not in data]
 
 
 def met(view: View, path: str, kind: str) -> str | None:

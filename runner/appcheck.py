@@ -231,10 +231,17 @@ def _runtime_needs(view: View, loaded: set[str], opened: set[str],
     for soname, need in runtimefiles.needs_of(sorted(loaded)):
         found = next((m for p in need.paths if (m := runtimefiles.met(view, p, need.kind))),
                      None)  # fmt: skip
+        missing = runtimefiles.lacking(view, found, need) if found is not None else []
         rows.append({"soname": soname, "kind": need.kind, "paths": list(need.paths),
-                     "met_by": found})  # fmt: skip
+                     "met_by": None if missing else found})  # fmt: skip
         if found is not None:
             opened.add(found)
+        if found is not None and missing:
+            findings.append(_finding(
+                "runtime-need", found,
+                f"{soname} reads {found}, which lacks {', '.join(missing)}: {need.why}", True))
+            continue
+        if found is not None:
             continue
         what = "runs" if need.kind == "exec" else "reads"
         findings.append(_finding(
