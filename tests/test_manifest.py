@@ -346,7 +346,7 @@ def test_identity_ignores_where_and_why_but_not_what() -> None:
              "inputs_sha256": "b" * 64, "files": [compiled], "where": "view"}  # fmt: skip
     digests = {
         identity.identity(lock.packages, "lz4hc", install={**staged, "caches": [c]},
-                          tool_versions={"fexstack": "1", "e": "1"}).digest  # fmt: skip
+                          tool_versions={"fexstack": "1", "e": "1"}).digest
         for c in (cache, {**cache, "tool_sha256": "c" * 64}, {**cache, "where": "host"})
     }
     assert len(digests) == 2 and with_install.digest not in digests  # where it ran: no part
