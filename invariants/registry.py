@@ -14,6 +14,7 @@ from types import MappingProxyType
 from invariants import (
     arch,
     boundary,
+    caches,
     conflict,
     focus,
     interpreter,
@@ -61,6 +62,7 @@ INVARIANTS: Mapping[str, Invariant] = MappingProxyType({
         Invariant(linkability.NAME, "", "linkability", linkability.check, _policy(E, E, S)),
         Invariant(conflict.NAME, "", "ABI conflicts", conflict.check, _policy(E, E, S)),
         Invariant(shape.NAME, "", "compat overlay shape", shape.check, _policy(S, S, E, S)),
+        Invariant(caches.NAME, "", "install-time caches", caches.check, _policy(R, R, R)),
     )
 })
 

@@ -90,5 +90,10 @@ def identity(
             "redirected": [dict(r) for r in install.get("redirected", [])],
             "dropped": [dict(r) for r in install.get("dropped", [])],
         }
+        if install.get("caches"):  # install-time caches: the tool and inputs made the bytes
+            keys = ("kind", "cache", "status", "tool_sha256", "inputs_sha256", "files")
+            record["install"]["caches"] = [
+                {k: c[k] for k in keys if k in c} for c in install["caches"]
+            ]
     text = json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return Identity(record, "sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest())

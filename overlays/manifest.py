@@ -208,6 +208,8 @@ def make_manifest(
             "redirected": list(install.get("redirected", [])),
             "dropped": list(install.get("dropped", [])),
         }
+        if install.get("caches"):  # install-time caches generated (overlays/caches)
+            manifest["install"]["caches"] = list(install["caches"])
     return manifest
 
 

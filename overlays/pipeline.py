@@ -25,7 +25,7 @@ from overlays.project import Project
 from overlays.stack import Stack, load_stack
 
 # Bumped whenever a step's code changes what it writes, so doit reruns it (config_changed).
-RECIPE = {"lock": 1, "fetch": 1, "stage": 2, "check": 2, "image": 4, "compat": 2, "demo": 1}
+RECIPE = {"lock": 1, "fetch": 1, "stage": 3, "check": 2, "image": 4, "compat": 2, "demo": 1}
 
 
 def action(step: Callable[..., Any]) -> Callable[..., Any]:
@@ -148,9 +148,11 @@ def fetch(project: Project, name: str) -> None:
 
 def stage(project: Project, name: str) -> None:
     from invariants.view import View
+    from overlays.caches.step import stage_caches
     from overlays.staging import stage_lock
 
     stack = stack_of(project, name)
+    lower = View(view_layers(project, stack))
     starting(
         project.record(name, "stage"), project.owners(name), replaced=(project.staging(name),)
     )
@@ -159,10 +161,13 @@ def stage(project: Project, name: str) -> None:
         staging=project.staging(name),
         record=project.record(name, "stage"),
         owners=project.owners(name),
-        lower=View(view_layers(project, stack)),  # rpm -i into the base writes through it
+        lower=lower,  # rpm -i into the base writes through it
         drop_executables=stack.klass == "deps",
         keep=[k.path for k in stack.keep_executables],
     )
+    # install-time caches (scriptlets' and file triggers' work) for the merged view
+    stage_caches(project.staging(name), project.step_dir(name), lower,
+                 stack.base.host_provides, name)  # fmt: skip
     installed = result.installed
     print(
         f"stage:{name}: {result.packages} packages, {len(result.extracted)} extracted, "
@@ -333,6 +338,7 @@ def staged_digests(
 
 
 def image(project: Project, name: str) -> None:
+    from overlays.caches import step as caches_step
     from overlays.identity import identity
     from overlays.image import build_image
     from overlays.manifest import make_manifest, write_manifest
@@ -344,11 +350,11 @@ def image(project: Project, name: str) -> None:
     starting(project.manifest(name), project.image(name))
     # The image's identity (and so its UUID) comes from its content, never from where the
     # clone, the cache or the repositories live.
-    install = stage_record(project, name)
+    install = {**stage_record(project, name), "caches": caches_step.read(project.step_dir(name))}
     content = identity(
         lock_data.packages,
         stack.compression,
-        install={k: install.get(k, []) for k in ("redirected", "dropped")},
+        install={k: install.get(k, []) for k in ("redirected", "dropped", "caches")},
     )
     info = build_image(
         staging,

@@ -283,7 +283,7 @@ def check_inputs(info: StackInfo) -> Any:
 
 def stage_inputs(info: StackInfo) -> Any:
     """The stack settings the stage step reads: the base it installs into, whether it
-    drops tool executables (the class) and which it keeps."""
+    drops tool executables (the class) and which it keeps, what the host provides."""
     stack = info.stack
     if stack is None:
         return {"error": info.error.message if info.error else "not loaded"}
@@ -291,6 +291,8 @@ def stage_inputs(info: StackInfo) -> Any:
         "class": stack.klass,
         "base": _base_inputs(stack),
         "keep_executable": [dataclasses.asdict(k) for k in stack.keep_executables],
+        # the caches pass leaves a folder the host provides to the host's cache
+        "host_provides": list(stack.base.host_provides),
     }
 
 

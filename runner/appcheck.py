@@ -32,7 +32,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from invariants import conflict, elf, hostfallback
+from invariants import conflict, elf, hostfallback, runtimefiles
 from invariants.loader import FEX_HWCAPS, Loader, Search
 from invariants.view import Layer, Node, Tree, View, index
 from overlays.stack import Stack
@@ -96,6 +96,7 @@ def check_appdir(
         [*trees, app, *plugins],
     )
     opened: set[str] = set()
+    loaded: set[str] = set()  # sonames an executable of the app loads
     loader = Loader(
         view,
         Search(
@@ -184,6 +185,7 @@ def check_appdir(
         for detail in conflict.clashes(path, closure):
             findings.append(_finding("abi-conflict", path, detail, executable))
         opened.update(r.path for r in closure.resolutions if r.path)
+        loaded.update(r.soname for r in closure.resolutions if r.path and executable)
         for miss in closure.missing:
             findings.append(
                 _finding(
@@ -194,6 +196,7 @@ def check_appdir(
                     executable,
                 )
             )
+    runtime = _runtime_needs(view, loaded, opened, findings)
     blocking = [f for f in findings if f["blocking"]]
     from_host = hostfallback.taken_from_host(view, opened) if host_provides else []
     for path in from_host:
@@ -215,7 +218,37 @@ def check_appdir(
         "blocking": len(blocking),
         "host_provides": list(host_provides),
         "from_host": from_host,
+        "runtime_needs": runtime,
     }
+
+
+def _runtime_needs(view: View, loaded: set[str], opened: set[str],
+                   findings: list[dict[str, Any]]) -> list[dict[str, Any]]:  # fmt: skip
+    """Programs and files the loaded libraries need at run time
+    (:data:`invariants.runtimefiles.NEEDS`): met ones join ``opened`` (so the report says
+    which come from the host); a missing one is a blocking finding naming the path."""
+    rows = []
+    for soname, need in runtimefiles.needs_of(sorted(loaded)):
+        found = next((m for p in need.paths if (m := runtimefiles.met(view, p, need.kind))),
+                     None)  # fmt: skip
+        missing = runtimefiles.lacking(view, found, need) if found is not None else []
+        rows.append({"soname": soname, "kind": need.kind, "paths": list(need.paths),
+                     "met_by": None if missing else found})  # fmt: skip
+        if found is not None:
+            opened.add(found)
+        if found is not None and missing:
+            findings.append(_finding(
+                "runtime-need", found,
+                f"{soname} reads {found}, which lacks {', '.join(missing)}: {need.why}", True))
+            continue
+        if found is not None:
+            continue
+        what = "runs" if need.kind == "exec" else "reads"
+        findings.append(_finding(
+            "runtime-need", need.paths[0],
+            f"{soname} {what} {' or '.join(need.paths)}, which no layer has and the host is "
+            f"not declared to provide: {need.why}", True))
+    return rows
 
 
 def _finding(kind: str, path: str, detail: str, blocking: bool) -> dict[str, Any]:

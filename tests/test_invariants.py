@@ -375,7 +375,7 @@ def test_report_json_is_schema_valid_sorted_and_stable(factory: Factory, base: P
     assert set(data["invariants"]) == {"arch", "abi-boundary", "precedence", "library-focus",
                                        "privilege",
                                        "interpreter", "isa", "linkability", "abi-conflict",
-                                       "compat-shape"}
+                                       "compat-shape", "caches"}
 
 
 def test_unknown_class_is_an_error(base: Path, tmp_path: Path) -> None:

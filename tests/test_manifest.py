@@ -341,6 +341,15 @@ def test_identity_ignores_where_and_why_but_not_what() -> None:
         lock.packages, "lz4hc", install=dropped, tool_versions={"fexstack": "1", "e": "1"}
     )
     assert len({base.digest, with_install.digest, other.digest}) == 3
+    compiled = "/usr/share/glib-2.0/schemas/gschemas.compiled"
+    cache = {"kind": "gsettings", "cache": compiled, "status": "made", "tool_sha256": "a" * 64,
+             "inputs_sha256": "b" * 64, "files": [compiled], "where": "view"}  # fmt: skip
+    digests = {
+        identity.identity(lock.packages, "lz4hc", install={**staged, "caches": [c]},
+                          tool_versions={"fexstack": "1", "e": "1"}).digest
+        for c in (cache, {**cache, "tool_sha256": "c" * 64}, {**cache, "where": "host"})
+    }
+    assert len(digests) == 2 and with_install.digest not in digests  # where it ran: no part
     assert digest(lock.packages, tools={"fexstack": "2", "e": "1"}) != base.digest
     assert digest(lock.packages, tools={"fexstack": "1", "e": "2"}) != base.digest
 
