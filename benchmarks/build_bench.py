@@ -32,6 +32,13 @@ baseline (what a user would otherwise script):
   ``mkfs.erofs`` with exactly the flags of ``overlays/image.py``. No checks, no read-back,
   no manifest, no incremental rebuilds: every rebuild costs this much again.
 
+fedora (Fedora Asahi's documented recipe, what a user scripts today):
+  ``rpm2archive -n -`` of every locked RPM (its payload as an uncompressed tar on stdout,
+  two at a time, as many as there are cores), the streams concatenated in lock order (each
+  stream's end-of-archive blocks dropped, so the tar reader sees one archive) and piped into
+  one ``mkfs.erofs --tar=f`` with the flags of ``overlays/image.py`` that apply to a tar
+  source (all but ``--hard-dereference``). No lock, no checks, no read-back.
+
 floor (the physical limit on this machine):
   decompressing every locked RPM's payload once into one tree (``bsdtar -xf RPM``, one
   process per RPM, as many in parallel as there are cores) plus ``mkfs.erofs`` of that tree
@@ -39,7 +46,9 @@ floor (the physical limit on this machine):
   payload, one thread, nothing written) is recorded for reference.
 
 Each figure is the median of ``--cold-runs`` (cold, baseline, floor) or ``--quick-runs``
-(the rest) runs. The page cache is warm for every contender (the scale repository was just
+(the rest) runs. ``--rss`` samples the resident memory of the whole process tree of each
+fexstack build (the doit process and every process it starts, summed, every 20 ms) and
+records the peak. The page cache is warm for every contender (the scale repository was just
 read); "cold" means empty fexstack caches, not an empty page cache.
 
 Printed: every figure, per-task seconds of the fexstack runs (doit's JSON reporter), the
@@ -81,11 +90,15 @@ RELEASE = "1"
 MKFS_COMPRESSION = "lz4hc"  # the stacks' default, as overlays/image.py builds it
 TARGETS = {
     # name: (numerator, denominator, limit) -- ratio of medians must be <= limit
-    "noop_vs_list": ("noop", "list", 2.0),
+    "noop_vs_list": ("noop", "list", 1.5),
     "add_seed_vs_cold": ("add_seed", "cold", 0.3),
     "cold_vs_baseline": ("cold", "baseline", 0.8),
     "cold_vs_floor": ("cold", "floor", 2.0),
+    "cold_vs_fedora": ("cold", "fedora", 0.8),
+    "cold_vs_faster_baseline": ("cold", "faster_baseline", 0.8),
+    "image_vs_mkfs": ("image", "mkfs_alone", 1.3),
 }
+PEAK_RSS_LIMIT = 1 << 30  # bytes, for the whole process tree of any fexstack build
 FEXSTACK_SCENARIOS = ("cold", "noop", "list", "add_seed", "comment")
 
 
@@ -186,14 +199,24 @@ class BenchProject:
             prefix += ["-m", "cProfile", "-o", str(profile)]
         argv = [*prefix, "-m", "doit", *reporter, *args]
         started = time.perf_counter()
-        proc = subprocess.run(argv, cwd=self.root, env=self.env(), capture_output=True, text=True)
+        proc = subprocess.Popen(
+            argv,
+            cwd=self.root,
+            env=self.env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        sampler = RssSampler(proc.pid) if RSS["sample"] else None
+        stdout, stderr = proc.communicate()
         seconds = time.perf_counter() - started
+        peak = sampler.stop() if sampler is not None else 0
         if proc.returncode != 0:
             raise RuntimeError(
                 f"{' '.join(argv)} failed ({proc.returncode}) in {self.root}:\n"
-                f"{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+                f"{stdout[-4000:]}\n{stderr[-4000:]}"
             )
-        return Run(seconds, _task_times(proc.stdout) if reporter else {})
+        return Run(seconds, _task_times(stdout) if reporter else {}, peak)
 
     def build(self, profile: Path | None = None) -> Run:
         return self.doit(f"overlay:{STACK}", profile=profile)
@@ -217,6 +240,52 @@ class BenchProject:
 class Run:
     seconds: float
     tasks: Mapping[str, float] = field(default_factory=dict)  # task -> seconds (executed ones)
+    peak_rss: int = 0  # bytes: peak of the summed RSS of the whole process tree (0: not sampled)
+
+
+RSS = {"sample": False}
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+
+
+def _tree_rss(root: int) -> int:
+    """Resident bytes of ``root`` and all its descendants (shared pages count in each)."""
+    total = 0
+    todo = [root]
+    while todo:
+        pid = todo.pop()
+        try:
+            with open(f"/proc/{pid}/statm", "rb") as fh:
+                total += int(fh.read().split()[1]) * PAGE_SIZE
+            for task in os.listdir(f"/proc/{pid}/task"):
+                with open(f"/proc/{pid}/task/{task}/children", "rb") as fh:
+                    todo.extend(int(c) for c in fh.read().split())
+        except (OSError, ValueError):
+            continue  # the process ended meanwhile
+    return total
+
+
+class RssSampler:
+    """Samples the summed RSS of a process tree every ``interval`` seconds in a thread."""
+
+    def __init__(self, pid: int, interval: float = 0.02) -> None:
+        import threading
+
+        self.pid = pid
+        self.interval = interval
+        self.peak = 0
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._done.is_set():
+            self.peak = max(self.peak, _tree_rss(self.pid))
+            self._done.wait(self.interval)
+
+    def stop(self) -> int:
+        self._done.set()
+        self._thread.join()
+        return self.peak
 
 
 def _task_times(stdout: str) -> dict[str, float]:
@@ -251,10 +320,13 @@ class Series:
     seconds: list[float] = field(default_factory=list)
     tasks: list[Mapping[str, float]] = field(default_factory=list)
     parts: list[Mapping[str, float]] = field(default_factory=list)  # sub-phases (baseline, floor)
+    peak_rss: list[int] = field(default_factory=list)
 
     def add(self, run: Run) -> None:
         self.seconds.append(round(run.seconds, 3))
         self.tasks.append(dict(run.tasks))
+        if run.peak_rss:
+            self.peak_rss.append(run.peak_rss)
 
     @property
     def median(self) -> float:
@@ -276,6 +348,8 @@ class Series:
             )
         if self.parts:
             doc["parts_median"] = self.median_of(self.parts)
+        if self.peak_rss:
+            doc["peak_rss_bytes"] = max(self.peak_rss)
         return doc
 
 
@@ -529,6 +603,71 @@ def floor_once(rpms: Sequence[Path], work: Path, workers: int) -> Run:
     return Run(time.perf_counter() - started, parts)
 
 
+# -- the Fedora recipe: rpm2archive of every RPM, one mkfs.erofs --tar=f ---------------------------
+
+TAR_BLOCK = 512
+NO_DATA_TYPES = frozenset(b"123456")  # links, devices, folders, fifos: no data blocks
+
+
+def tar_members(stream: bytes) -> memoryview:
+    """``stream`` (one tar archive) without its end-of-archive blocks and record padding.
+
+    Walks the headers (each followed by its size rounded up to whole blocks; pax and GNU
+    long-name headers carry their data the same way) up to the first all-zero header.
+    """
+    view = memoryview(stream)
+    offset = 0
+    while offset + TAR_BLOCK <= len(view):
+        header = view[offset : offset + TAR_BLOCK]
+        if not any(header):
+            break
+        field = bytes(header[124:136])
+        if field[0] & 0x80:  # base-256
+            size = int.from_bytes(field[1:], "big")
+        else:
+            size = int(field.rstrip(b"\0 ").decode() or "0", 8)
+        if header[156] in NO_DATA_TYPES:
+            size = 0
+        offset += TAR_BLOCK + -(-size // TAR_BLOCK) * TAR_BLOCK
+    return view[:offset]
+
+
+def fedora_once(rpms: Sequence[Path], work: Path, workers: int, uuid_seed: str) -> Run:
+    """rpm2archive every RPM (``workers`` at a time), one mkfs.erofs --tar=f over the lot."""
+    from overlays.image import MKFS, MKFS_ENV, mkfs_flags
+
+    if work.exists():
+        _remove_tree(work)
+    work.mkdir(parents=True)
+    image = work / "fedora.erofs"
+    flags = [f for f in mkfs_flags(MKFS_COMPRESSION, uuid_seed) if f != "--hard-dereference"]
+    parts: dict[str, float] = {}
+    started = time.perf_counter()
+
+    def archive(rpm: Path) -> bytes:
+        with rpm.open("rb") as fh:
+            proc = subprocess.run(["rpm2archive", "-n", "-"], stdin=fh, capture_output=True)
+        if proc.returncode != 0:
+            raise RuntimeError(f"rpm2archive {rpm} failed: {proc.stderr.decode()[-2000:]}")
+        return proc.stdout
+
+    env = {**os.environ, **MKFS_ENV}
+    mkfs = subprocess.Popen([MKFS, *flags, "--tar=f", str(image)], stdin=subprocess.PIPE, env=env)
+    assert mkfs.stdin is not None
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for stream in pool.map(archive, rpms):
+            mkfs.stdin.write(tar_members(stream))
+    mkfs.stdin.write(bytes(2 * TAR_BLOCK))
+    mkfs.stdin.close()
+    if mkfs.wait() != 0:
+        raise RuntimeError(f"mkfs.erofs --tar=f failed ({mkfs.returncode})")
+    seconds = time.perf_counter() - started
+    parts["rpm2archive_and_mkfs"] = round(seconds, 3)
+    # Untimed: unpack the image so that its counts can be compared with the others'.
+    command.run(["fsck.erofs", f"--extract={work / 'tree'}", "--no-preserve-owner", image])
+    return Run(seconds, parts)
+
+
 def payload(path: Path) -> bytes:
     """The compressed payload of an RPM (after the lead, signature and main headers)."""
     data = path.read_bytes()
@@ -659,6 +798,8 @@ def render(doc: Mapping[str, Any]) -> str:
         for label in ("tasks_median", "parts_median"):
             for part, seconds in figure.get(label, {}).items():
                 lines.append(f"    {part:<24}{seconds:>10.2f}")
+        if "peak_rss_bytes" in figure:
+            lines.append(f"    {'(peak RSS, MiB)':<24}{figure['peak_rss_bytes'] / 2**20:>10.0f}")
         if "outside_tasks_median" in figure:
             lines.append(f"    {'(outside tasks)':<24}{figure['outside_tasks_median']:>10.2f}")
     if "floor_decompress_only" in doc:
@@ -667,6 +808,11 @@ def render(doc: Mapping[str, Any]) -> str:
     lines += ["", f"{'ratio':<28}{'value':>10}{'target':>10}   met"]
     for name, r in doc["ratios"].items():
         lines.append(f"{name:<28}{r['ratio']:>10.3f}{'<= ' + str(r['limit']):>10}   {r['met']}")
+    if "peak_rss" in doc:
+        peak = doc["peak_rss"]
+        lines.append(
+            f"{'peak_rss_MiB':<28}{peak['bytes'] / 2**20:>10.0f}{'< 1024':>10}   {peak['met']}"
+        )
     extra = doc.get("other_ratios", {})
     for name, value in extra.items():
         lines.append(f"{name:<28}{value:>10.3f}")
@@ -706,11 +852,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument(
         "--only",
-        choices=("fexstack", "baseline", "floor"),
+        choices=("fexstack", "baseline", "fedora", "floor"),
         action="append",
         help="measure only these contenders (repeatable; default all)",
     )
     parser.add_argument("--keep", action="store_true", help="keep the workdir afterwards")
+    parser.add_argument(
+        "--rss",
+        action="store_true",
+        help="sample the peak RSS of each fexstack build's whole process tree (every 20 ms)",
+    )
     parser.add_argument(
         "--settle",
         type=float,
@@ -726,7 +877,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         workdir=args.workdir or Path("/tmp/fexstack-bench") / args.scale,
         cache_dir=args.cache_dir,
         profile=args.profile,
-        only=tuple(args.only or ("fexstack", "baseline", "floor")),
+        only=tuple(args.only or ("fexstack", "baseline", "fedora", "floor")),
+        rss=args.rss,
         keep=args.keep,
         settle_seconds=args.settle,
         command_line=" ".join(["python3 -m benchmarks.build_bench", *(argv or sys.argv[1:])]),
@@ -747,8 +899,9 @@ def run_benchmark(
     workdir: Path,
     cache_dir: Path | None = None,
     profile: Path | None = None,
-    only: Sequence[str] = ("fexstack", "baseline", "floor"),
+    only: Sequence[str] = ("fexstack", "baseline", "fedora", "floor"),
     keep: bool = False,
+    rss: bool = False,
     settle_seconds: float | None = None,
     command_line: str | None = None,
 ) -> dict[str, Any]:
@@ -760,6 +913,7 @@ def run_benchmark(
     if settle_seconds is None:
         settle_seconds = 35.0 if unjournaled else 0.0
     SETTLE["seconds"] = settle_seconds
+    RSS["sample"] = rss
     project = BenchProject(workdir / "project", workdir / "fexstack-cache", generated)
     figures: dict[str, Series] = {}
     started = datetime.datetime.now(datetime.UTC)
@@ -799,6 +953,17 @@ def run_benchmark(
         )
         figures["baseline"] = series
         doc["baseline_tree"] = counts
+    if "fedora" in only:
+        work = workdir / "fedora"
+        series, counts = measure(
+            "fedora recipe (rpm2archive + mkfs.erofs --tar=f)",
+            lambda: fedora_once(rpms, work, os.cpu_count() or 1, "benchmark fedora"),
+            work,
+            cold_runs,
+            "tree",
+        )
+        figures["fedora"] = series
+        doc["fedora_tree"] = counts
     if "floor" in only:
         workers = os.cpu_count() or 1
         work = workdir / "floor"
@@ -814,6 +979,17 @@ def run_benchmark(
         doc["floor_decompress_only"] = decompress_only(rpms)
     doc["figures"] = {name: s.summary() for name, s in figures.items() if s.seconds}
     medians = {name: s.median for name, s in figures.items() if s.seconds}
+    if "baseline" in medians and "fedora" in medians:
+        medians["faster_baseline"] = min(medians["baseline"], medians["fedora"])
+        doc["faster_baseline"] = (
+            "baseline" if medians["baseline"] <= medians["fedora"] else "fedora"
+        )
+    if "cold" in figures and figures["cold"].seconds and "floor" in figures:
+        # The image step against mkfs.erofs alone on the same tree (the floor's mkfs part).
+        medians["image"] = (
+            figures["cold"].median_of(figures["cold"].tasks).get(f"image:{STACK}", 0.0)
+        )
+        medians["mkfs_alone"] = figures["floor"].median_of(figures["floor"].parts).get("mkfs", 0.0)
     doc["ratios"] = ratios(medians)
     other = {}
     if "comment" in medians and "cold" in medians:
@@ -821,10 +997,17 @@ def run_benchmark(
     if "floor" in medians and "baseline" in medians:
         other["baseline_vs_floor"] = round(medians["baseline"] / medians["floor"], 3)
     doc["other_ratios"] = other
+    peaks = [p for s in figures.values() for p in s.peak_rss]
+    if peaks:
+        doc["peak_rss"] = {
+            "bytes": max(peaks),
+            "limit": PEAK_RSS_LIMIT,
+            "met": max(peaks) < PEAK_RSS_LIMIT,
+        }
     if profile is not None and "fexstack" in only:
         doc["profiles"] = profile_fexstack(project, profile.absolute())
     if not keep:
-        for sub in ("baseline", "floor"):
+        for sub in ("baseline", "fedora", "floor"):
             if (workdir / sub).exists():
                 _remove_tree(workdir / sub)
     return doc
