@@ -1,7 +1,10 @@
-"""Reading an EROFS image back, without mounting it, and comparing it with its tree.
+"""Reading an EROFS image back and comparing it with its tree.
 
-The image is unpacked with ``fsck.erofs --extract`` (which also checks that every file
-decodes) into a scratch folder, both trees are listed the same way, and any difference in
+As root, the image is read through the kernel from a mount private to a child process
+(:mod:`overlays.imagemount`: nothing is written). Otherwise (or with
+``FEXSTACK_READBACK=extract``) it is unpacked with ``fsck.erofs --extract`` (which also
+checks that every file decodes) into a scratch folder. Both trees are listed the same way,
+and any difference in
 paths, types, permission bits, sizes, symlink targets or file contents (sha256 of every
 regular file, on both sides) is an :class:`~fexstack.errors.ImageError`. Ownership and
 timestamps are not compared: the image makes every file root's and every timestamp 0 on
@@ -47,6 +50,8 @@ TMPFS_RESERVE = 256 * 1024 * 1024  # bytes a tmpfs must keep free after the extr
 PAGE = 4096
 SCRATCH_PREFIX = "fexstack-readback."
 SWEEP_AFTER = 60.0  # seconds before an unlocked scratch folder counts as abandoned
+METHOD_ENV = "FEXSTACK_READBACK"
+METHODS = ("auto", "mount", "extract")  # see list_image()
 
 # lstat facts that any change to a path's content or metadata changes.
 Signature = tuple[int, int, int, int, int, int]
@@ -378,15 +383,41 @@ def extract(image: Path, dest: Path) -> None:
         )
 
 
+def readback_method() -> str:
+    """How images are read back: ``$FEXSTACK_READBACK`` (see :data:`METHODS`), else auto."""
+    method = os.environ.get(METHOD_ENV, "") or "auto"
+    if method not in METHODS:
+        raise ImageError(
+            f"{METHOD_ENV}={method!r} is not one of {', '.join(METHODS)}",
+            f"unset {METHOD_ENV} (auto: through the kernel when root, else fsck.erofs)",
+        )
+    return method
+
+
 def list_image(
     image: Path,
     *,
     near: Path | None = None,
     room: tuple[int, int] | None = None,
     jobs: int | None = None,
+    method: str | None = None,
 ) -> dict[str, Entry]:
-    """The listing of ``image``'s contents (extracted to a scratch folder: see
-    :func:`scratch_dir`; ``room`` is what the extraction needs, when known)."""
+    """The listing of ``image``'s contents.
+
+    ``method`` (default :func:`readback_method`): ``mount`` reads it through the kernel
+    (:mod:`overlays.imagemount`), ``extract`` unpacks it with fsck.erofs into a scratch
+    folder (see :func:`scratch_dir`; ``room`` is what the extraction needs, when known) and
+    lists that; ``auto`` mounts when it can, else extracts.
+    """
+    method = method or readback_method()
+    if method in ("auto", "mount"):
+        from overlays import imagemount  # it builds on this module's scan()
+
+        try:
+            return imagemount.list_mounted(image, jobs=jobs)
+        except imagemount.Unavailable:
+            if method == "mount":
+                raise
     with scratch_dir(near or image, room=room) as tmp:
         root = tmp / "root"
         extract(image, root)

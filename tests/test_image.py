@@ -164,7 +164,13 @@ def test_readback_failure_keeps_the_previous_image(tmp_path: Path) -> None:
     assert leftovers(tmp_path) == []
 
 
-def test_verify_image_reports_each_kind_of_difference(tmp_path: Path) -> None:
+@pytest.mark.parametrize("method", ["mount", "extract"])
+def test_verify_image_reports_each_kind_of_difference(
+    tmp_path: Path, method: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if method == "mount" and os.geteuid() != 0:
+        pytest.skip("the kernel read-back needs root")
+    monkeypatch.setenv(readback.METHOD_ENV, method)
     tree = make_tree(tmp_path / "t")
     info = build_image(tree, tmp_path / "demo.erofs", uuid_seed=SEED)
     readback.verify_image(info.path, tree)  # unchanged: passes
@@ -352,6 +358,62 @@ def test_parallel_hashing_matches_one_thread(tmp_path: Path) -> None:
     assert one["/f7"].sha256 == hashlib.sha256((tree / "f7").read_bytes()).hexdigest()
 
 
+def mounts_under(folder: Path) -> list[str]:
+    text = Path("/proc/self/mountinfo").read_text()
+    return [line for line in text.splitlines() if str(folder) in line]
+
+
+def test_mount_and_extract_readbacks_agree(tmp_path: Path, privileged: None) -> None:
+    tree = make_tree(tmp_path / "t")
+    info = build_image(tree, tmp_path / "out" / "demo.erofs", uuid_seed=SEED)
+    mounted = readback.list_image(info.path, method="mount")
+    assert mounted == readback.list_image(info.path, method="extract")
+    assert mounted == readback.list_tree(tree)
+    assert mounted["/usr/libexec/foo/suid-helper"].mode == 0o4755
+    assert mounted["/usr/lib64/big.bin"].sha256 == hashlib.sha256(big_bytes()).hexdigest()
+    # The mount lived in the child's namespace only; its mount point is gone too.
+    assert mounts_under(tmp_path) == []
+    assert leftovers(tmp_path / "out") == []
+
+
+def test_mount_readback_of_a_damaged_image_fails(tmp_path: Path, privileged: None) -> None:
+    tree = make_tree(tmp_path / "t")
+    info = build_image(tree, tmp_path / "demo.erofs", uuid_seed=SEED, compression="none")
+    data = bytearray(info.path.read_bytes())
+    at = data.find(big_bytes()[:4096])  # the first block of big.bin, stored as it is
+    assert at > 0
+    data[at + 100 : at + 108] = b"DAMAGED!"
+    info.path.write_bytes(bytes(data))
+    with pytest.raises(ImageError) as err:
+        readback.verify_image(info.path, tree)
+    assert "/usr/lib64/big.bin: sha256 is" in err.value.message
+    assert mounts_under(tmp_path) == []
+    # A superblock the kernel refuses: the read-back falls back to fsck.erofs, which says why.
+    data[1024:1028] = b"\0\0\0\0"  # the EROFS magic
+    info.path.write_bytes(bytes(data))
+    with pytest.raises(ImageError) as err:
+        readback.list_image(info.path)
+    assert "fsck.erofs" in err.value.message
+    assert leftovers(tmp_path) == []
+
+
+def test_readback_without_root_extracts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from overlays import imagemount
+
+    tree = make_tree(tmp_path / "t")
+    info = build_image(tree, tmp_path / "demo.erofs", uuid_seed=SEED)
+    monkeypatch.setattr(imagemount.os, "geteuid", lambda: 1000)
+    seen = extraction_dirs(monkeypatch)
+    assert readback.list_image(info.path) == readback.list_tree(tree)
+    assert len(seen) == 1
+    with pytest.raises(imagemount.Unavailable, match="needs root"):
+        readback.list_image(info.path, method="mount")
+    monkeypatch.setenv(readback.METHOD_ENV, "kernel")
+    with pytest.raises(ImageError) as err:
+        readback.list_image(info.path)
+    assert "FEXSTACK_READBACK='kernel' is not one of auto, mount, extract" in err.value.message
+
+
 def extraction_dirs(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
     seen: list[Path] = []
     real = readback.extract
@@ -368,6 +430,7 @@ def test_readback_uses_a_tmpfs_with_room(tmp_path: Path, monkeypatch: pytest.Mon
     ram = tmp_path / "ram"
     ram.mkdir()
     monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
+    monkeypatch.setenv(readback.METHOD_ENV, "extract")
     monkeypatch.setattr(readback, "TMPFS_DIRS", (str(ram),))
     monkeypatch.setattr(readback, "TMPFS_RESERVE", 0)
     seen = extraction_dirs(monkeypatch)

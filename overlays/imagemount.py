@@ -1,0 +1,125 @@
+"""Reading an EROFS image back through the kernel: a private, read-only mount, listed and hashed.
+
+The read-back's fast way (see :mod:`overlays.readback`). A child Python process enters a
+mount namespace of its own (``unshare(CLONE_NEWNS)``, every mount made private so nothing
+propagates out), mounts the image read-only (a file-backed EROFS mount on Linux 6.12+;
+util-linux ``mount`` sets up a loop device on older kernels), scans the mount exactly like a
+staged tree (:func:`overlays.readback.scan`: listing, sha256 of every regular file in
+threads) and prints the entries as JSON lines. The mount exists only in that namespace: it
+goes away with the child however the child ends, and no other process ever sees it.
+
+Nothing is written: no extracted copy of the image, no 30,000 files created and deleted.
+The kernel's EROFS driver decodes every block that is hashed, so a file that does not
+decode fails the read-back (EIO), as with ``fsck.erofs --extract``; and it is the reader
+the overlay will have in use (the muvm guest's kernel, the native backend's overlayfs).
+
+It needs root (CAP_SYS_ADMIN) and EROFS in the kernel. When the child cannot mount (not
+root, no EROFS, a mount the kernel refuses), it exits with :data:`UNAVAILABLE` and the
+read-back extracts the image with ``fsck.erofs`` instead, which also names what is wrong
+with a damaged image.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from fexstack import atomic, command
+from fexstack.errors import FexstackError, ImageError
+from overlays.readback import HASH_JOBS, Entry, scan
+
+UNAVAILABLE = 75  # the child's exit status when it cannot mount (EX_TEMPFAIL)
+MOUNT_OPTIONS = "ro,nodev,nosuid,noexec"
+PACKAGE_ROOT = Path(__file__).resolve().parents[1]  # holds fexstack/ and overlays/
+
+
+class Unavailable(FexstackError):
+    """The kernel read-back cannot run here (no privilege, no EROFS, mount refused)."""
+
+
+def _entry_row(entry: Entry) -> list[object]:
+    return [entry.path, entry.kind, entry.mode, entry.size, entry.sha256, entry.target]
+
+
+def _entry(row: Sequence[object]) -> Entry:
+    path, kind, mode, size, sha256, target = row
+    return Entry(
+        str(path),
+        str(kind),
+        int(str(mode)),
+        int(str(size)),
+        None if sha256 is None else str(sha256),
+        None if target is None else str(target),
+    )
+
+
+def list_mounted(image: Path, *, jobs: int | None = None) -> dict[str, Entry]:
+    """The listing of ``image``'s contents as the kernel shows them (see the module doc).
+
+    Raises :class:`Unavailable` when the image cannot be mounted here, and
+    :class:`~fexstack.errors.ImageError` when it mounts but does not read back.
+    """
+    if os.geteuid() != 0 or not hasattr(os, "unshare"):  # unshare: Python 3.12+
+        raise Unavailable("mounting an EROFS image needs root")
+    folder = image.parent
+    mountpoint = Path(tempfile.mkdtemp(prefix=f"{atomic.TMP_PREFIX}{image.name}.mnt.", dir=folder))
+    try:
+        env = {
+            "PYTHONPATH": os.pathsep.join(
+                filter(None, (str(PACKAGE_ROOT), os.environ.get("PYTHONPATH")))
+            )
+        }
+        argv: list[command.Arg] = [
+            sys.executable,
+            "-m",
+            "overlays.imagemount",
+            image,
+            mountpoint,
+            str(jobs or HASH_JOBS),
+        ]
+        proc = command.run(argv, env=env, check=False)
+    finally:
+        os.rmdir(mountpoint)  # empty out here: the mount was in the child's namespace only
+    said = (proc.stderr or b"").decode("utf-8", "replace").strip()
+    if proc.returncode == UNAVAILABLE:
+        raise Unavailable(f"{image}: cannot mount it here: {said}")
+    if proc.returncode != 0:
+        raise ImageError(
+            f"{image}: the kernel could not read the image back: {said}",
+            "the image is damaged or was made by an incompatible mkfs.erofs; rebuild it",
+        )
+    entries: dict[str, Entry] = {}
+    for line in (proc.stdout or b"").splitlines():
+        entry = _entry(json.loads(line))
+        entries[entry.path] = entry
+    return entries
+
+
+def _child(image: str, mountpoint: str, jobs: int) -> int:
+    try:
+        unshare: Any = getattr(os, "unshare")  # noqa: B009 (Python 3.12+, Linux)
+        unshare(getattr(os, "CLONE_NEWNS"))  # noqa: B009
+        command.run(["mount", "--make-rprivate", "/"])
+        command.run(["mount", "-t", "erofs", "-o", MOUNT_OPTIONS, image, mountpoint])
+    except (OSError, FexstackError) as exc:
+        print(getattr(exc, "message", None) or str(exc), file=sys.stderr)
+        return UNAVAILABLE
+    try:
+        listing = scan(Path(mountpoint), jobs=jobs)
+    except FexstackError as exc:
+        print(exc.message, file=sys.stderr)
+        return 1
+    out = sys.stdout
+    for entry in listing.entries.values():
+        out.write(json.dumps(_entry_row(entry)) + "\n")
+    out.flush()
+    return 0  # the namespace, and the mount with it, ends with this process
+
+
+if __name__ == "__main__":
+    sys.exit(_child(sys.argv[1], sys.argv[2], int(sys.argv[3])))
