@@ -2,8 +2,9 @@
 
 The read-back's fast way (see :mod:`overlays.readback`). A child Python process enters a
 mount namespace of its own (``unshare(CLONE_NEWNS)``, every mount made private so nothing
-propagates out), mounts the image read-only (a file-backed EROFS mount on Linux 6.12+;
-util-linux ``mount`` sets up a loop device on older kernels), scans the mount exactly like a
+propagates out), mounts the image read-only with mount(2) (a file-backed EROFS mount,
+Linux 6.12+, no loop device; an image on tmpfs cannot be mounted that way, and through a
+loop device the read-back was slower than extracting), scans the mount exactly like a
 staged tree (:func:`overlays.readback.scan`: listing, sha256 of every regular file in
 threads) and prints the entries as JSON lines. The mount exists only in that namespace: it
 goes away with the child however the child ends, and no other process ever sees it.
@@ -14,13 +15,14 @@ decode fails the read-back (EIO), as with ``fsck.erofs --extract``; and it is th
 the overlay will have in use (the muvm guest's kernel, the native backend's overlayfs).
 
 It needs root (CAP_SYS_ADMIN) and EROFS in the kernel. When the child cannot mount (not
-root, no EROFS, a mount the kernel refuses), it exits with :data:`UNAVAILABLE` and the
-read-back extracts the image with ``fsck.erofs`` instead, which also names what is wrong
-with a damaged image.
+root, no EROFS, an image on tmpfs, a mount the kernel refuses), it exits with
+:data:`UNAVAILABLE` and the read-back extracts the image with ``fsck.erofs`` instead, which
+also names what is wrong with a damaged image.
 """
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import sys
@@ -34,7 +36,9 @@ from fexstack.errors import FexstackError, ImageError
 from overlays.readback import HASH_JOBS, Entry, scan
 
 UNAVAILABLE = 75  # the child's exit status when it cannot mount (EX_TEMPFAIL)
-MOUNT_OPTIONS = "ro,nodev,nosuid,noexec"
+# mount(2) flags (linux/mount.h).
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
+MS_REC, MS_PRIVATE = 1 << 14, 1 << 18
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]  # holds fexstack/ and overlays/
 
 
@@ -100,14 +104,26 @@ def list_mounted(image: Path, *, jobs: int | None = None) -> dict[str, Entry]:
     return entries
 
 
+def _mount(source: str | None, target: str, fstype: str | None, flags: int) -> None:
+    """mount(2), raising OSError."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    encoded = [None if v is None else os.fsencode(v) for v in (source, target, fstype)]
+    if libc.mount(*encoded, ctypes.c_ulong(flags), None) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"mount {source} on {target}: {os.strerror(err)}")
+
+
 def _child(image: str, mountpoint: str, jobs: int) -> int:
     try:
         unshare: Any = getattr(os, "unshare")  # noqa: B009 (Python 3.12+, Linux)
         unshare(getattr(os, "CLONE_NEWNS"))  # noqa: B009
-        command.run(["mount", "--make-rprivate", "/"])
-        command.run(["mount", "-t", "erofs", "-o", MOUNT_OPTIONS, image, mountpoint])
-    except (OSError, FexstackError) as exc:
-        print(getattr(exc, "message", None) or str(exc), file=sys.stderr)
+        _mount(None, "/", None, MS_REC | MS_PRIVATE)
+        # The kernel mounts the file itself (no loop device): on a file system without
+        # read_folio (tmpfs) it refuses, and the read-back extracts instead, since a loop
+        # device there made the read-back slower than extracting (benchmarks/RESULTS.md).
+        _mount(image, mountpoint, "erofs", MS_RDONLY | MS_NODEV | MS_NOSUID | MS_NOEXEC)
+    except OSError as exc:
+        print(str(exc), file=sys.stderr)
         return UNAVAILABLE
     try:
         listing = scan(Path(mountpoint), jobs=jobs)

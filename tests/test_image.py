@@ -397,6 +397,28 @@ def test_mount_readback_of_a_damaged_image_fails(tmp_path: Path, privileged: Non
     assert leftovers(tmp_path) == []
 
 
+def test_image_on_tmpfs_is_extracted_not_mounted(
+    tmp_path: Path, privileged: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from overlays import imagemount
+
+    tree = make_tree(tmp_path / "t")
+    ram = tmp_path / "ram"
+    ram.mkdir()
+    command.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", ram])
+    try:
+        info = build_image(tree, ram / "demo.erofs", uuid_seed=SEED)
+        # No loop device: the kernel mounts only a file it can read pages of.
+        with pytest.raises(imagemount.Unavailable, match="Block device required"):
+            readback.list_image(info.path, method="mount")
+        seen = extraction_dirs(monkeypatch)
+        assert readback.list_image(info.path) == readback.list_tree(tree)
+        assert len(seen) == 1
+        assert leftovers(ram) == []
+    finally:
+        command.run(["umount", ram])
+
+
 def test_readback_without_root_extracts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from overlays import imagemount
 
