@@ -5,6 +5,7 @@ invariants/ and runner/ (see overlays/pipeline.py for the actions).
     doit overlay:<name>            lock, fetch, stage, check and image one stack
     doit build overlay:<name>      the same, refusing anything that would launch an app
     doit run:<app>                 bring the app's overlays up to date, then run it
+    doit suggest:<app>             run it traced; print seed lines for what it missed
 """
 
 from __future__ import annotations
@@ -251,6 +252,22 @@ def _run_tasks() -> Iterator[dict[str, Any]]:
             "uptodate": [False],
             "verbosity": 2,
         }
+
+
+def task_suggest() -> Iterator[dict[str, Any]]:
+    """suggest:<app>: run the app traced and print the seeds that provide what it missed."""
+    for name, info in STACKS.items():
+        if info.has_app:
+            yield {
+                "basename": f"suggest:{name}",
+                "doc": f"run {name}'s app traced; print seed lines for what it missed",
+                "actions": [_do(tasking.suggest, name)],
+                "task_dep": tasking.run_deps(PROJECT, info),
+                "file_dep": info.app_deps,
+                "params": tasking.SUGGEST_PARAMS,
+                "uptodate": [False],
+                "verbosity": 2,
+            }
 
 
 def task_publish() -> Iterator[dict[str, Any]]:

@@ -137,7 +137,9 @@ def _repo_where(repos: Sequence[Repo]) -> str:
 class _Session:
     """One libdnf5 Base with the request's repositories, in its own installroot."""
 
-    def __init__(self, request: Request, installroot: Path, progress: Progress) -> None:
+    def __init__(
+        self, request: Request, installroot: Path, progress: Progress, *, filelists: bool = False
+    ) -> None:
         self.request = request
         self.progress = progress
         base = libdnf5.base.Base()
@@ -159,6 +161,8 @@ class _Session:
         config.best = False
         # Re-validate cached metadata on every lock: a lock reflects the repositories now.
         config.metadata_expire = 0
+        if filelists:  # every payload path, for queries by file (overlays/provides.py)
+            config.optional_metadata_types = ["filelists"]
         variables = base.get_vars().get()
         variables.set("arch", request.arch)
         variables.set("basearch", request.arch)

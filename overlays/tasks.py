@@ -414,6 +414,35 @@ def run(
         )
 
 
+SUGGEST_PARAMS = [p for p in RUN_PARAMS if p["name"] in ("timeout_seconds", "out_dir", "backend")]
+
+
+def suggest(
+    project: Project, name: str, timeout_seconds: int = 0, out_dir: str = "", backend: str = ""
+) -> None:
+    """``doit suggest:<app>``: run the app traced and print seed lines (runner/suggest.py)."""
+    from overlays.lockfile import read as read_lock
+    from overlays.locking import base_packages_of
+    from runner.suggest import audit
+
+    stack = pipeline.stack_of(project, name)
+    if stack.app is None:
+        raise ConfigError(f"stack {name} has no [app] table", "add [app] appimage = '...'")
+    lock = project.lock_path(name)
+    audit(
+        stack,
+        deps=deps_layers(project, name),
+        compat=pipeline.compat_layer_path(project, stack.base.id),
+        appcheck=appcheck_for(project, stack),
+        locked=[p.name for p in read_lock(lock).packages] if lock.is_file() else [],
+        base=[p.name for p in base_packages_of(stack)],
+        out_dir=Path(out_dir).absolute() if out_dir else None,
+        evidence_root=project.evidence_dir,
+        backend=backend or None,
+        timeout_seconds=timeout_seconds or None,
+    )
+
+
 def appcheck_for(project: Project, stack: Stack) -> Any:
     """The appcheck hook of a run (interpreter, linkability and ISA of the AppImage's ELF)."""
     from runner.appcheck import make_appcheck

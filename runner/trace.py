@@ -1,0 +1,110 @@
+"""The runtime trace of an audited run, and what it says the app missed.
+
+``doit suggest:<app>`` (:mod:`runner.suggest`) runs the app with :data:`TRACE_ENV`: the
+dynamic loader's own tracing (``LD_DEBUG=libs,files``: every library a process asks
+for, by DT_NEEDED or by dlopen, and every one it mapped) and GStreamer's pipeline parser
+at its error level (it logs each element it cannot make, where gst-launch names only
+the first). Both write to the app's stderr, which the run keeps whole in run.log: the
+raw trace stays in the evidence. The same variables reach the app on either backend
+(the native backend's spec environment, muvm's ``-e``).
+
+:func:`loader_misses` reads the loader's lines; :func:`named_by_errors` matches the app's
+own error messages against :data:`ERROR_PATTERNS`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+
+TRACE_ENV: Mapping[str, str] = MappingProxyType({
+    "LD_DEBUG": "libs,files",
+    "GST_DEBUG": "GST_PIPELINE:1",
+    "GST_DEBUG_NO_COLOR": "1",
+})  # fmt: skip
+
+SONAME = "soname"  # a library asked for by name (the loader searched its paths)
+FILE = "file"  # an absolute path
+GST_ELEMENT = "gst-element"  # a GStreamer element factory name
+
+# "<pid>:\tfile=<name> [<ns>];  needed by <object> [<ns>]" (DT_NEEDED), "... dynamically
+# loaded by <object> [<ns>]" (dlopen), then "file=<name> [<ns>];  generating link map"
+# once the loader found and maps it.
+_LD_LINE = re.compile(r"^\s*(?P<pid>\d+):\s+file=(?P<name>\S+) \[(?P<ns>\d+)\];\s+(?P<what>.*)$")
+_ASKED = re.compile(r"^(?P<how>needed|dynamically loaded) by (?P<by>\S+)")
+
+
+@dataclass(frozen=True)
+class Missed:
+    """Something the run needed and did not find, and the evidence line that says so."""
+
+    kind: str  # SONAME, FILE or GST_ELEMENT
+    name: str
+    reason: str  # short, for a seed line: who asked and how
+    line: str  # the raw line of run.log
+
+
+def loader_misses(text: str) -> list[Missed]:
+    """Libraries a process asked the loader for (needed or dlopen) that it never mapped."""
+    asked: dict[tuple[str, str], Missed] = {}
+    mapped: set[tuple[str, str]] = set()
+    for raw in text.splitlines():
+        line = raw.rstrip("\r")
+        match = _LD_LINE.match(line)
+        if match is None:
+            continue
+        key = (match["pid"], match["name"])
+        what = match["what"].strip()
+        if what.startswith("generating link map"):
+            mapped.add(key)
+            continue
+        how = _ASKED.match(what)
+        if how is None or key in asked:
+            continue
+        name = match["name"]
+        verb = "needs" if how["how"] == "needed" else "dlopens"
+        asked[key] = Missed(
+            FILE if name.startswith("/") else SONAME,
+            name,
+            f"{how['by']} {verb} {name} (loader trace: not found)",
+            line.strip(),
+        )
+    missed: dict[str, Missed] = {}
+    for key, item in asked.items():
+        if key not in mapped and item.name not in missed:
+            missed[item.name] = item
+    return list(missed.values())
+
+
+# The app's own error messages that name what it lacked: pattern -> kind of the name
+# (the group "name"). Checked line by line on run.log.
+ERROR_PATTERNS: tuple[tuple[re.Pattern[str], str, str], ...] = (
+    # gst-launch-1.0 and GStreamer's parser (GST_DEBUG=GST_PIPELINE:1 logs each one)
+    (re.compile(r'no element "(?P<name>[^"]+)"'), GST_ELEMENT, "GStreamer has no element"),
+    # GStreamer elements made at run time (decodebin, playbin)
+    (re.compile(r"[Mm]issing element[: ]+'?(?P<name>[A-Za-z0-9_-]+)'?"), GST_ELEMENT,
+     "GStreamer is missing the element"),
+    # the loader, for DT_NEEDED of a program
+    (re.compile(r"error while loading shared libraries: (?P<name>[^:\s]+): cannot open"),
+     SONAME, "the loader could not find"),
+    # dlerror() text as apps print it (GModule, GTK modules, Qt plugins)
+    (re.compile(r"(?P<name>/\S+?\.so[.\d]*): cannot open shared object file"), FILE,
+     "dlopen failed: no such file"),
+    (re.compile(r"(?<![/\w.-])(?P<name>lib[\w.+-]+\.so[.\d]*): cannot open shared object file"),
+     SONAME, "dlopen failed: not found"),
+)
+
+
+def named_by_errors(text: str) -> list[Missed]:
+    """What the app's error messages (:data:`ERROR_PATTERNS`) say it lacked."""
+    found: dict[tuple[str, str], Missed] = {}
+    for raw in text.splitlines():
+        line = raw.rstrip("\r").strip()
+        for pattern, kind, says in ERROR_PATTERNS:
+            for match in pattern.finditer(line):
+                name = match["name"]
+                if (kind, name) not in found:
+                    found[(kind, name)] = Missed(kind, name, f"{says} {name}", line)
+    return list(found.values())
