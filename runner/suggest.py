@@ -17,6 +17,7 @@ in the evidence as suggest.json beside run.log (the raw trace).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from collections.abc import Callable, Iterable, Sequence
@@ -98,8 +99,10 @@ def collect(evidence_dir: Path) -> list[tuple[str, trace.Missed]]:
     out: list[tuple[str, trace.Missed]] = []
     appcheck = evidence_dir / "appcheck.json"
     log = (evidence_dir / "run.log").read_text(errors="replace")
+    report = jsonio.read(appcheck) if appcheck.is_file() else None
+    appdir = str(report["appdir"]) if report else None
     sources = [
-        ("appcheck", from_appcheck(jsonio.read(appcheck)) if appcheck.is_file() else []),
+        ("appcheck", from_appcheck(report)),
         ("loader-trace", trace.loader_misses(log)),
         ("app-error", trace.named_by_errors(log)),
     ]
@@ -109,6 +112,8 @@ def collect(evidence_dir: Path) -> list[tuple[str, trace.Missed]]:
             if key in seen:
                 continue
             seen.add(key)
+            if appdir:  # the extracted AppDir's cache path says nothing to a reader
+                item = dataclasses.replace(item, reason=item.reason.replace(appdir, "$APPDIR"))
             out.append((source, item))
     return out
 

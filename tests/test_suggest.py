@@ -198,7 +198,9 @@ def test_suggest_loop_finds_a_missing_soname_then_the_gstreamer_plugins(
     project.write_stack(realworld_corpus, seeds)
     failed = project.doit("run:gst", "--backend", "native")
     assert failed.returncode != 0
-    assert 'no element "videotestsrc"' in failed.stdout + failed.stderr
+    evidence = re.search(r"see (\S+)/run\.log", failed.stdout)
+    assert evidence, failed.stdout
+    assert 'no element "videotestsrc"' in (Path(evidence[1]) / "run.log").read_text()
     lines, doc = _suggest(project)
     named = {line.split(" = ")[0].strip('"') for line in lines}
     assert named == {"gstreamer1.0-plugins-base", "gstreamer1.0-plugins-good"}
