@@ -55,8 +55,7 @@ def _ask(session: resolver._Session, question: Question) -> Answer:
     query.filter_available()
     if question.kind == SONAME:
         query.filter_provides([question.capability])
-        names = sorted({p.get_name() for p in query})
-        return Answer(question, tuple(names))
+        return Answer(question, tuple(sorted({p.get_name() for p in query})))
     cmp = libdnf5.common.QueryCmp_GLOB if _is_glob(question.value) else libdnf5.common.QueryCmp_EQ
     query.filter_file([question.value], cmp)
     names: set[str] = set()

@@ -414,7 +414,10 @@ def run(
         )
 
 
-SUGGEST_PARAMS = [p for p in RUN_PARAMS if p["name"] in ("timeout_seconds", "out_dir", "backend")]
+SUGGEST_PARAMS = [
+    p for p in RUN_PARAMS
+    if isinstance(p, dict) and p.get("name") in ("timeout_seconds", "out_dir", "backend")
+]
 
 
 def suggest(

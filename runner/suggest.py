@@ -83,7 +83,9 @@ def from_appcheck(report: Any) -> list[trace.Missed]:
     """Missing sonames of appcheck's linkability findings."""
     found: list[trace.Missed] = []
     for item in (report or {}).get("findings", ()):
-        match = _LINKABILITY.match(item.get("detail", "")) if item["kind"] == "linkability" else None
+        if item["kind"] != "linkability":
+            continue
+        match = _LINKABILITY.match(item.get("detail", ""))
         if match is not None:
             found.append(trace.Missed(
                 trace.SONAME, match["soname"],
@@ -183,12 +185,7 @@ def document(app: str, run: dict[str, Any], findings: Sequence[Finding]) -> dict
         "app": app,
         "run": run,
         "trace_env": dict(trace.TRACE_ENV),
-        "findings": [
-            {"kind": f.kind, "name": f.name, "source": f.source, "reason": f.reason,
-             "evidence": f.evidence, "question": f.question, "packages": list(f.packages),
-             "note": f.note}
-            for f in findings
-        ],  # fmt: skip
+        "findings": [{**dataclasses.asdict(f), "packages": list(f.packages)} for f in findings],
         "seeds": seed_lines(findings),
     }
 

@@ -127,8 +127,10 @@ class GstProject:
         return env
 
     def doit(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "doit", *args], cwd=self.root,
-                              env=self.env(), capture_output=True, text=True, timeout=600)  # fmt: skip
+        return subprocess.run(
+            [sys.executable, "-m", "doit", *args], cwd=self.root, env=self.env(),
+            capture_output=True, text=True, timeout=600,
+        )  # fmt: skip
 
     def write_stack(self, found: Corpus, seeds: list[str]) -> None:
         pipeline = [
