@@ -33,7 +33,7 @@ from fexstack import __version__, jsonio, paths
 from fexstack.digest import sha256_file
 from fexstack.errors import ConfigError, FexstackError, RunError
 from overlays.stack import Stack
-from runner import capture, display, evidence, hostinfo, identity, native, preflight
+from runner import capture, display, evidence, hostinfo, identity, native, preflight, trace
 from runner import muvm as muvm_cli
 from runner.profile import GPU_ABSENT_REASON, DepsLayer, Layer, Profile, from_stack
 
@@ -261,6 +261,7 @@ def _launch(
     binds: Sequence[Path],
     echo: bool | None,
     ready: re.Pattern[str] | None = None,
+    syscall_trace: bool = False,
 ) -> None:
     state.stage = "launch"
     profile = state.profile
@@ -301,6 +302,7 @@ def _launch(
                     profile, guest_argv, binds=binds, log_file=log_file,
                     timeout_seconds=profile.timeout_seconds, echo=echo, ready=ready,
                     user=who, monitor=monitor if watching else None,
+                    wrap=trace.strace_argv(ev.dir / trace.STRACE_DIR) if syscall_trace else (),
                 )  # fmt: skip
                 state.identity = native.identity_report(result.text)
                 state.host_fallback = _with_owners(native.fallback_report(result.text))
@@ -389,6 +391,7 @@ def run_app(
     fresh_runtime: bool = False,
     ready: str | None = None,
     privileged: bool | None = None,
+    syscall_trace: bool = False,
 ) -> RunResult:
     """Run the app of ``target`` (a stack, or an expanded profile) and leave evidence.
 
@@ -401,6 +404,8 @@ def run_app(
     ``fresh_runtime``: always give a muvm run its own XDG_RUNTIME_DIR (a fresh VM boots:
     cold starts). ``ready``: a regular expression; once it appears in the output the
     launch phase ends, the app is stopped and the run is PASS (start-up benchmarks).
+    ``syscall_trace``: on the native backend, strace the run (failed opens and execs of
+    the app, into the evidence's strace/ folder; ``doit suggest:``, runner/trace.py).
     """
     profile = from_stack(target, deps=deps, compat=compat) if isinstance(target, Stack) else target
     profile = profile.with_overrides(
@@ -480,6 +485,7 @@ def run_app(
             binds=extra_binds,
             echo=echo,
             ready=ready_re,
+            syscall_trace=syscall_trace,
         )
     except FexstackError as exc:
         _infra(state, f"{state.stage}: {exc.message}")

@@ -207,8 +207,12 @@ def run(
     ready: re.Pattern[str] | None = None,
     user: Identity | None = None,
     monitor: capture.Monitor | None = None,
+    wrap: Sequence[str] = (),
 ) -> capture.CaptureResult:
     """Run ``command_argv`` on ``profile``'s layers (see the module docstring).
+
+    ``wrap``: an argv prefix for the namespace side, run by the caller outside the
+    namespace (``strace -ff -o ...``: :func:`runner.trace.strace_argv`).
 
     ``ready``: end the run once this pattern appears in the output (see
     :func:`runner.capture.run_pty`). ``user``: the identity the app runs as (see
@@ -236,7 +240,7 @@ def run(
         spec_path = workdir / "spec.json"
         atomic.write_text(spec_path, json.dumps(spec, sort_keys=True, indent=2))
         argv = [
-            "unshare", "-m", "--propagation", "unchanged", "--",
+            *wrap, "unshare", "-m", "--propagation", "unchanged", "--",
             sys.executable, "-m", "runner.native", str(spec_path),
         ]  # fmt: skip
         helper_env = dict(os.environ)

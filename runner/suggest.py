@@ -7,6 +7,8 @@ wants to see as much as it can). Then it collects what the run missed:
 - sonames appcheck's linkability model found missing (appcheck.json),
 - libraries the loader was asked for (DT_NEEDED or dlopen) and never mapped (run.log),
 - what the app's own errors name (GStreamer's ``no element "videotestsrc"``, dlerror text),
+- on the native backend, files and programs the app's processes failed to open or exec
+  (strace; only those a package of the repositories ships become findings),
 
 and asks the stack's repositories (libdnf5, :mod:`overlays.provides`) who provides each:
 ``<soname>()(64bit)`` for a soname, the path for a file, the plugin library for a
@@ -20,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+import shutil
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -107,10 +110,12 @@ def collect(evidence_dir: Path) -> list[tuple[str, trace.Missed]]:
         ("appcheck", from_appcheck(report)),
         ("loader-trace", trace.loader_misses(log)),
         ("app-error", trace.named_by_errors(log)),
+        ("syscall-trace", _syscall_misses(evidence_dir)),
     ]
     for source, items in sources:
         for item in items:
-            key = (item.kind if item.kind != trace.FILE else trace.SONAME, Path(item.name).name)
+            library = item.kind == trace.SONAME or ".so" in Path(item.name).name
+            key = (trace.SONAME, Path(item.name).name) if library else (item.kind, item.name)
             if key in seen:
                 continue
             seen.add(key)
@@ -118,6 +123,15 @@ def collect(evidence_dir: Path) -> list[tuple[str, trace.Missed]]:
                 item = dataclasses.replace(item, reason=item.reason.replace(appdir, "$APPDIR"))
             out.append((source, item))
     return out
+
+
+def _syscall_misses(evidence_dir: Path) -> list[trace.Missed]:
+    folder = evidence_dir / trace.STRACE_DIR
+    report = evidence_dir / "run.report.json"
+    if not folder.is_dir() or not report.is_file():
+        return []
+    guest = jsonio.read(report).get("guest_command") or []
+    return trace.syscall_misses(folder, guest[0]) if guest else []
 
 
 def _questions(item: trace.Missed) -> list[provides.Question]:
@@ -147,6 +161,8 @@ def resolve(
     findings: list[Finding] = []
     for source, item, questions in asked:
         answer = next((answers[q] for q in questions if answers[q].packages), None)
+        if answer is None and source == "syscall-trace":
+            continue  # most failed opens are searches and optional files: only provided ones
         question = (answer.question if answer else questions[0]).capability
         packages = answer.packages if answer else ()
         note = ""
@@ -231,10 +247,14 @@ def audit(
     from runner.profile import from_stack
 
     out = stream or sys.stdout
+    if shutil.which("strace") is None:
+        print("suggest: strace is not installed: missing data files and programs are not "
+              "traced (the loader's trace still is)", file=out)  # fmt: skip
     profile = from_stack(stack, deps=deps, compat=compat, env=trace.TRACE_ENV)
     result = run_app(
         profile, out_dir=out_dir, evidence_root=evidence_root, backend=backend,
         timeout_seconds=timeout_seconds, appcheck=appcheck, force=True, stream=out,
+        syscall_trace=shutil.which("strace") is not None,
     )  # fmt: skip
     missed = collect(result.evidence_dir)
     findings = resolve(

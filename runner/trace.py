@@ -10,13 +10,23 @@ raw trace stays in the evidence. The same variables reach the app on either back
 
 :func:`loader_misses` reads the loader's lines; :func:`named_by_errors` matches the app's
 own error messages against :data:`ERROR_PATTERNS`.
+
+Neither says which data files or programs the app looked for and did not find
+(``/usr/share/mime/mime.cache``, ``/usr/bin/bwrap``): on the native backend fexstack
+runs, as root outside the namespace, ``strace -ff`` around the namespace side
+(:func:`strace_argv`), one file per process in the evidence's strace/ folder;
+:func:`syscall_misses` reads the failed ``open``/``openat``/``execve`` of the app's
+processes only (the one that exec'd the app after the exec, and every process it and
+its descendants started), not of fexstack's own namespace setup. Under muvm the
+loader's trace is all there is (the syscalls are FEX's).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from types import MappingProxyType
 
 TRACE_ENV: Mapping[str, str] = MappingProxyType({
@@ -24,6 +34,11 @@ TRACE_ENV: Mapping[str, str] = MappingProxyType({
     "GST_DEBUG": "GST_PIPELINE:1",
     "GST_DEBUG_NO_COLOR": "1",
 })  # fmt: skip
+
+STRACE_DIR = "strace"  # in the evidence: trace.<pid>, one per process
+STRACE_SYSCALLS = "open,openat,openat2,execve,execveat,clone,clone3,fork,vfork"
+# Where a missing file says nothing about packages: the kernel's, the run's own, the user's.
+NOT_PACKAGED = ("/proc/", "/sys/", "/dev/", "/tmp/", "/run/", "/home/", "/root/", "/var/")
 
 SONAME = "soname"  # a library asked for by name (the loader searched its paths)
 FILE = "file"  # an absolute path
@@ -108,3 +123,58 @@ def named_by_errors(text: str) -> list[Missed]:
                 if (kind, name) not in found:
                     found[(kind, name)] = Missed(kind, name, f"{says} {name}", line)
     return list(found.values())
+
+
+def strace_argv(folder: Path) -> list[str]:
+    """The argv prefix that straces a run into ``folder`` (made here), one file a process."""
+    folder.mkdir(parents=True, exist_ok=True)
+    return ["strace", "-ff", "-qq", "-s", "4096", "-e", f"trace={STRACE_SYSCALLS}",
+            "-e", "signal=none", "-o", str(folder / "trace")]  # fmt: skip
+
+
+_CALL = re.compile(
+    r'^(?P<call>\w+)\((?:[^"]*?, )?"(?P<path>[^"]*)".*\) = (?P<ret>-?\d+)(?: (?P<err>E\w+))?'
+)
+_CHILD = re.compile(r"^(?:clone3?|v?fork)\(.*\) = (?P<pid>\d+)$")
+
+
+def _app_lines(files: Mapping[int, list[str]], app: str) -> dict[int, list[str]]:
+    """The lines of the app's processes: after the exec of ``app``, then every child."""
+    exec_of_app = f'execve("{app}", '
+    found: dict[int, list[str]] = {}
+    for pid, lines in files.items():
+        for index, line in enumerate(lines):
+            if line.startswith(exec_of_app) and line.rstrip().endswith("= 0"):
+                found[pid] = lines[index + 1 :]
+                break
+    queue = list(found)
+    while queue:
+        for line in found[queue.pop()]:
+            child = _CHILD.match(line.strip())
+            if child is not None and int(child["pid"]) in files and int(child["pid"]) not in found:
+                found[int(child["pid"])] = files[int(child["pid"])]
+                queue.append(int(child["pid"]))
+    return found
+
+
+def syscall_misses(folder: Path, app: str, ignore: Sequence[str] = ()) -> list[Missed]:
+    """Absolute paths the app's processes failed to open or exec with ENOENT."""
+    files: dict[int, list[str]] = {}
+    for one in sorted(folder.glob("trace.*")):
+        suffix = one.name.rpartition(".")[2]
+        if suffix.isdigit():
+            files[int(suffix)] = one.read_text(errors="replace").splitlines()
+    missed: dict[str, Missed] = {}
+    skip = (*NOT_PACKAGED, *ignore)
+    for _pid, lines in sorted(_app_lines(files, app).items()):
+        for line in lines:
+            match = _CALL.match(line.strip())
+            if match is None or match["err"] != "ENOENT":
+                continue
+            path = match["path"]
+            if not path.startswith("/") or path.startswith(skip) or path in missed:
+                continue
+            verb = "execs" if match["call"].startswith("execve") else "opens"
+            missed[path] = Missed(FILE, path, f"the app {verb} {path} (strace: no such file)",
+                                  line.strip())  # fmt: skip
+    return list(missed.values())

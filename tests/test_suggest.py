@@ -53,6 +53,34 @@ def test_loader_trace_of_the_real_loader_names_a_failed_dlopen() -> None:
     assert (trace.SONAME, ABSENT) in named
 
 
+def test_strace_argv_and_what_it_finds_of_the_real_strace(tmp_path: Path) -> None:
+    folder = tmp_path / "strace"
+    argv = trace.strace_argv(folder)
+    assert argv == [
+        "strace", "-ff", "-qq", "-s", "4096",
+        "-e", "trace=open,openat,openat2,execve,execveat,clone,clone3,fork,vfork",
+        "-e", "signal=none", "-o", str(folder / "trace"),
+    ]  # fmt: skip
+    script = (
+        "cat /usr/share/fexstack-absent/data.txt 2>/dev/null; "
+        "( /usr/bin/fexstack-absent-tool 2>/dev/null ); "
+        "cat /tmp/fexstack-absent-scratch 2>/dev/null; true"
+    )
+    # a wrapper execs the app, like the namespace side does: its own opens do not count
+    wrapper = ["/bin/sh", "-c", 'cat /usr/share/fexstack-wrapper-absent 2>/dev/null; exec "$@"',
+               "wrapper", "/bin/bash", "-c", script]  # fmt: skip
+    subprocess.run([*argv, *wrapper], check=True)
+    assert len(list(folder.glob("trace.*"))) >= 2  # one file a process
+    missed = {m.name: m for m in trace.syscall_misses(folder, "/bin/bash")}
+    assert "/usr/share/fexstack-absent/data.txt" in missed
+    assert "opens" in missed["/usr/share/fexstack-absent/data.txt"].reason
+    assert "/usr/bin/fexstack-absent-tool" in missed  # in a child of the app
+    assert "execs" in missed["/usr/bin/fexstack-absent-tool"].reason
+    assert "/usr/share/fexstack-wrapper-absent" not in missed  # before the app's exec
+    assert not [p for p in missed if p.startswith("/tmp/")]  # not a package's path
+    assert trace.syscall_misses(folder, "/usr/bin/not-this-app") == []
+
+
 def test_error_table_names_elements_and_libraries() -> None:
     text = (
         'WARNING: erroneous pipeline: no element "videotestsrc"\r\n'
