@@ -23,6 +23,9 @@ from types import MappingProxyType
 import pytest
 
 from fexstack import jsonio
+from fexstack.errors import LockError
+from overlays import provides
+from overlays.stack import Stack, load_stack
 from runner import muvm as muvm_cli
 from runner import packer, trace
 from runner.launch import run_app
@@ -245,3 +248,49 @@ def test_suggest_loop_finds_a_missing_soname_then_the_gstreamer_plugins(
     frames = sorted(p.name for p in project.frames.glob("frame-*.png"))
     assert frames == ["frame-00.png", "frame-01.png", "frame-02.png"]
     assert (project.frames / "frame-00.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _corpus_stack(found: Corpus, stacks: Path, baseurl: str | None = None) -> Stack:
+    found.write_stacks_dir(stacks)
+    if baseurl is not None:
+        (stacks / "repos.toml").write_text(
+            f'[repos.{rw.REPO_ID}]\nbaseurl = ["{baseurl}"]\ngpgcheck = false\n'
+        )
+    (stacks / "q.toml").write_text(
+        f'[stack]\ndescription = "q"\nclass = "deps"\nbase = "{rw.BASE_ID}"\n\n'
+        f'[source]\nrelease = "{found.release}"\nrepos = ["{rw.REPO_ID}"]\n\n'
+        '[seeds]\nlibogg0 = "any"\n'
+    )
+    return load_stack(stacks, "q")
+
+
+@pytest.mark.realworld
+def test_providers_answer_sonames_paths_and_globs_from_the_repositories(
+    realworld_corpus: Corpus, tmp_path: Path
+) -> None:
+    stack = _corpus_stack(realworld_corpus, tmp_path / "stacks")
+    questions = [
+        provides.Question(provides.SONAME, "libgstreamer-1.0.so.0"),
+        provides.Question(provides.FILE, "/usr/lib/x86_64-linux-gnu/gstreamer-1.0/libgstpng.so"),
+        provides.Question(provides.FILE, "/usr/lib*/gstreamer-1.0/libgstvideotestsrc.so"),
+        provides.Question(provides.SONAME, "libfexstack-absent.so.3"),
+    ]
+    answers = provides.providers(stack, questions, lambda line: None)
+    assert [a.packages for a in answers] == [
+        ("libgstreamer1.0-0",), ("gstreamer1.0-plugins-good",),
+        ("gstreamer1.0-plugins-base",), (),
+    ]  # fmt: skip
+    assert answers[2].files == ("/usr/lib/x86_64-linux-gnu/gstreamer-1.0/libgstvideotestsrc.so",)
+    assert questions[0].capability == "libgstreamer-1.0.so.0()(64bit)"
+
+
+@pytest.mark.realworld
+def test_providers_name_a_repository_that_does_not_load(
+    realworld_corpus: Corpus, tmp_path: Path
+) -> None:
+    stack = _corpus_stack(realworld_corpus, tmp_path / "stacks",
+                          baseurl=(tmp_path / "no-repo").as_uri())  # fmt: skip
+    with pytest.raises(LockError) as failed:
+        provides.providers(stack, [provides.Question(provides.SONAME, "libz.so.1")],
+                           lambda line: None)  # fmt: skip
+    assert rw.REPO_ID in failed.value.message and failed.value.hint
