@@ -190,7 +190,8 @@ def seed_lines(findings: Sequence[Finding]) -> list[str]:
     for f in findings:
         if f.note or not f.packages:
             continue
-        reasons.setdefault(f.packages[0], []).append(f.reason)
+        also = f" (also in {', '.join(f.packages[1:])})" if len(f.packages) > 1 else ""
+        reasons.setdefault(f.packages[0], []).append(f.reason + also)
     return [f"{_toml_key(pkg)} = {json.dumps('; '.join(why))}" for pkg, why in reasons.items()]
 
 

@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 from types import MappingProxyType
@@ -27,7 +28,7 @@ from fexstack.errors import LockError
 from overlays import provides
 from overlays.stack import Stack, load_stack
 from runner import muvm as muvm_cli
-from runner import packer, trace
+from runner import packer, suggest, trace
 from runner.launch import run_app
 from tests.realworld import corpus as rw
 from tests.realworld.corpus import Corpus
@@ -102,6 +103,25 @@ def test_error_table_names_elements_and_libraries() -> None:
         (trace.SONAME, "libfoo.so.2"),
         (trace.FILE, "/usr/lib/gtk-3.0/x.so"),
     ]
+
+
+def test_seed_lines_are_toml_one_per_package_with_every_reason() -> None:
+    def finding(name: str, packages: tuple[str, ...], note: str = "") -> suggest.Finding:
+        return suggest.Finding(trace.GST_ELEMENT, name, "app-error", f'no element "{name}"',
+                               "line", "q", packages, note)  # fmt: skip
+
+    lines = suggest.seed_lines([
+        finding("videotestsrc", ("gstreamer1.0-plugins-base",)),
+        finding("videoconvert", ("gstreamer1.0-plugins-base",)),
+        finding("x", ("gst-good", "gst-other")),
+        finding("y", ("libc6",), note="libc6 is in the base already"),
+        finding("z", ()),
+    ])  # fmt: skip
+    seeds = tomllib.loads("\n".join(lines))
+    assert seeds == {
+        "gstreamer1.0-plugins-base": 'no element "videotestsrc"; no element "videoconvert"',
+        "gst-good": 'no element "x" (also in gst-other)',
+    }
 
 
 def test_trace_variables_reach_muvm_as_env_options(
