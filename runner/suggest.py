@@ -20,6 +20,7 @@ in the evidence as suggest.json beside run.log (the raw trace).
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import json
 import re
 import shutil
@@ -65,6 +66,15 @@ GST_PLUGINS: dict[str, str] = {
     "wavenc": "wavenc",
 }
 GST_PLUGIN_GLOB = "/usr/lib*/gstreamer-1.0/libgst{plugin}.so"
+# Caches that package scriptlets and triggers generate (no package ships them): a missing
+# one is asked as its inputs, relative to the cache's folder.
+CACHE_INPUTS: tuple[tuple[str, str], ...] = (
+    ("*/mime/mime.cache", "packages/*.xml"),  # shared-mime-info's database
+    ("*/glib-2.0/schemas/gschemas.compiled", "*.gschema.xml"),  # GSettings schemas
+    ("*/gdk-pixbuf-2.0/*/loaders.cache", "loaders/*.so"),  # gdk-pixbuf loaders
+    ("*/gio/modules/giomodule.cache", "*.so"),  # GIO modules
+    ("*/gtk-3.0/*/immodules.cache", "immodules/*.so"),  # GTK 3 input methods
+)
 LIB_GLOB = "/usr/lib*/{name}"
 
 
@@ -139,6 +149,10 @@ def _questions(item: trace.Missed) -> list[provides.Question]:
         return [provides.Question(provides.SONAME, item.name),
                 provides.Question(provides.FILE, LIB_GLOB.format(name=item.name))]
     if item.kind == trace.FILE:
+        for cache, inputs in CACHE_INPUTS:
+            if fnmatch.fnmatchcase(item.name, cache):
+                folder = item.name.rpartition("/")[0]
+                return [provides.Question(provides.FILE, f"{folder}/{inputs}")]
         return [provides.Question(provides.FILE, item.name)]
     plugin = GST_PLUGINS.get(item.name, item.name)
     return [provides.Question(provides.FILE, GST_PLUGIN_GLOB.format(plugin=plugin))]

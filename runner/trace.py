@@ -93,22 +93,28 @@ def loader_misses(text: str) -> list[Missed]:
     return list(missed.values())
 
 
-# The app's own error messages that name what it lacked: pattern -> kind of the name
-# (the group "name"). Checked line by line on run.log.
-ERROR_PATTERNS: tuple[tuple[re.Pattern[str], str, str], ...] = (
+# The app's own error messages that name what it lacked: (pattern, kind, what it says,
+# the name when the message has none: the file it is about); else the group "name".
+# Checked line by line on run.log.
+ERROR_PATTERNS: tuple[tuple[re.Pattern[str], str, str, str], ...] = (
     # gst-launch-1.0 and GStreamer's parser (GST_DEBUG=GST_PIPELINE:1 logs each one)
-    (re.compile(r'no element "(?P<name>[^"]+)"'), GST_ELEMENT, "GStreamer has no element"),
+    (re.compile(r'no element "(?P<name>[^"]+)"'), GST_ELEMENT, "GStreamer has no element", ""),
     # GStreamer elements made at run time (decodebin, playbin)
     (re.compile(r"[Mm]issing element[: ]+'?(?P<name>[A-Za-z0-9_-]+)'?"), GST_ELEMENT,
-     "GStreamer is missing the element"),
+     "GStreamer is missing the element", ""),
+    # GLib and GTK without the caches package triggers make (runner/suggest.py CACHE_INPUTS)
+    (re.compile(r"No GSettings schemas are installed on the system"), FILE,
+     "GLib found no", "/usr/share/glib-2.0/schemas/gschemas.compiled"),
+    (re.compile(r"Could not load a pixbuf from icon theme.*Unrecognized image file format"),
+     FILE, "gdk-pixbuf could not tell image types: no", "/usr/share/mime/mime.cache"),
     # the loader, for DT_NEEDED of a program
     (re.compile(r"error while loading shared libraries: (?P<name>[^:\s]+): cannot open"),
-     SONAME, "the loader could not find"),
+     SONAME, "the loader could not find", ""),
     # dlerror() text as apps print it (GModule, GTK modules, Qt plugins)
     (re.compile(r"(?P<name>/\S+?\.so[.\d]*): cannot open shared object file"), FILE,
-     "dlopen failed: no such file"),
+     "dlopen failed: no such file", ""),
     (re.compile(r"(?<![/\w.-])(?P<name>lib[\w.+-]+\.so[.\d]*): cannot open shared object file"),
-     SONAME, "dlopen failed: not found"),
+     SONAME, "dlopen failed: not found", ""),
 )
 
 
@@ -117,9 +123,9 @@ def named_by_errors(text: str) -> list[Missed]:
     found: dict[tuple[str, str], Missed] = {}
     for raw in text.splitlines():
         line = raw.rstrip("\r").strip()
-        for pattern, kind, says in ERROR_PATTERNS:
+        for pattern, kind, says, fixed in ERROR_PATTERNS:
             for match in pattern.finditer(line):
-                name = match["name"]
+                name = fixed or match["name"]
                 if (kind, name) not in found:
                     found[(kind, name)] = Missed(kind, name, f"{says} {name}", line)
     return list(found.values())

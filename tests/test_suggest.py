@@ -94,6 +94,8 @@ def test_error_table_names_elements_and_libraries() -> None:
         "object file: No such file or directory\n"
         "Gtk-Message: Failed to load module: /usr/lib/gtk-3.0/x.so: cannot open shared object "
         "file: No such file or directory\n"
+        "(gtk3-widget-factory:12): GLib-GIO-ERROR **: 20:01:02.345: No GSettings schemas are "
+        "installed on the system\n"
         "all fine here\n"
     )
     found = [(m.kind, m.name) for m in trace.named_by_errors(text)]
@@ -102,6 +104,7 @@ def test_error_table_names_elements_and_libraries() -> None:
         (trace.GST_ELEMENT, "pngenc"),
         (trace.SONAME, "libfoo.so.2"),
         (trace.FILE, "/usr/lib/gtk-3.0/x.so"),
+        (trace.FILE, "/usr/share/glib-2.0/schemas/gschemas.compiled"),
     ]
 
 
@@ -314,3 +317,23 @@ def test_providers_name_a_repository_that_does_not_load(
         provides.providers(stack, [provides.Question(provides.SONAME, "libz.so.1")],
                            lambda line: None)  # fmt: skip
     assert rw.REPO_ID in failed.value.message and failed.value.hint
+
+
+@pytest.mark.realworld
+def test_a_missing_cache_is_asked_as_the_packages_that_ship_its_inputs(
+    realworld_corpus: Corpus, tmp_path: Path
+) -> None:
+    stack = _corpus_stack(realworld_corpus, tmp_path / "stacks")
+    missed = [
+        ("syscall-trace", trace.Missed(trace.FILE, "/usr/share/mime/mime.cache", "opens", "l")),
+        ("app-error", trace.Missed(
+            trace.FILE, "/usr/lib/x86_64-linux-gnu/gdk-pixbuf-2.0/2.10.0/loaders.cache", "o", "l"
+        )),
+    ]  # fmt: skip
+    found = suggest.resolve(stack, missed, base=realworld_corpus.base_names)
+    assert [f.question for f in found] == [
+        "/usr/share/mime/packages/*.xml",
+        "/usr/lib/x86_64-linux-gnu/gdk-pixbuf-2.0/2.10.0/loaders/*.so",
+    ]
+    assert "shared-mime-info" in found[0].packages
+    assert any(p.startswith("libgdk-pixbuf") for p in found[1].packages), found[1]
