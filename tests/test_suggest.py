@@ -28,8 +28,9 @@ from fexstack.errors import LockError
 from overlays import provides
 from overlays.stack import Stack, load_stack
 from runner import muvm as muvm_cli
-from runner import packer, suggest, trace
+from runner import suggest, trace
 from runner.launch import run_app
+from tests.realworld import apps
 from tests.realworld import corpus as rw
 from tests.realworld.corpus import Corpus
 from tests.test_probe import fake_muvm_profile
@@ -156,14 +157,9 @@ GST_TOOL = "gst-launch-1.0"
 
 
 def _gst_appimage(found: Corpus, work: Path) -> Path:
-    """A thin AppImage: AppRun is Debian's gst-launch-1.0 itself, no library bundled."""
-    unpacked = work / "deb"
-    subprocess.run(["dpkg-deb", "-x", str(found.deb("gstreamer1.0-tools")), str(unpacked)],
-                   check=True)  # fmt: skip
-    appdir = work / "AppDir"
-    appdir.mkdir()
-    shutil.copy2(unpacked / "usr/bin" / GST_TOOL, appdir / "AppRun")
-    return packer.build_appimage(appdir, work / "gst-launch.AppImage")
+    """A thin AppImage of Debian's gst-launch-1.0: the program and an AppRun, no library."""
+    return apps.from_deb(found.deb("gstreamer1.0-tools"), work / "gst-launch.AppImage",
+                         program=f"/usr/bin/{GST_TOOL}")  # fmt: skip
 
 
 @dataclasses.dataclass
