@@ -105,6 +105,9 @@ ERROR_PATTERNS: tuple[tuple[re.Pattern[str], str, str, str], ...] = (
     # GLib and GTK without the caches package triggers make (runner/suggest.py CACHE_INPUTS)
     (re.compile(r"No GSettings schemas are installed on the system"), FILE,
      "GLib found no", "/usr/share/glib-2.0/schemas/gschemas.compiled"),
+    # GLib's dummy TLS backend: no GIO module gives TLS (glib-networking's, on Fedora and Debian)
+    (re.compile(r"TLS support is not available"), FILE,
+     "GLib has no TLS backend: no GIO module", "/usr/lib*/gio/modules/libgio*tls*.so"),
     (re.compile(r"Could not load a pixbuf from icon theme.*Unrecognized image file format"),
      FILE, "gdk-pixbuf could not tell image types: no", "/usr/share/mime/mime.cache"),
     # the loader, for DT_NEEDED of a program

@@ -97,6 +97,7 @@ def test_error_table_names_elements_and_libraries() -> None:
         "file: No such file or directory\n"
         "(gtk3-widget-factory:12): GLib-GIO-ERROR **: 20:01:02.345: No GSettings schemas are "
         "installed on the system\n"
+        "app: TLS support is not available\n"
         "all fine here\n"
     )
     found = [(m.kind, m.name) for m in trace.named_by_errors(text)]
@@ -106,6 +107,7 @@ def test_error_table_names_elements_and_libraries() -> None:
         (trace.SONAME, "libfoo.so.2"),
         (trace.FILE, "/usr/lib/gtk-3.0/x.so"),
         (trace.FILE, "/usr/share/glib-2.0/schemas/gschemas.compiled"),
+        (trace.FILE, "/usr/lib*/gio/modules/libgio*tls*.so"),
     ]
 
 
