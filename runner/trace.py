@@ -94,7 +94,8 @@ def loader_misses(text: str) -> list[Missed]:
 
 
 # The app's own error messages that name what it lacked: (pattern, kind, what it says,
-# the name when the message has none: the file it is about); else the group "name".
+# the name when the message has none: the file it is about, its {group}s filled from the
+# match); else the group "name".
 # Checked line by line on run.log.
 ERROR_PATTERNS: tuple[tuple[re.Pattern[str], str, str, str], ...] = (
     # gst-launch-1.0 and GStreamer's parser (GST_DEBUG=GST_PIPELINE:1 logs each one)
@@ -105,6 +106,8 @@ ERROR_PATTERNS: tuple[tuple[re.Pattern[str], str, str, str], ...] = (
     # GLib and GTK without the caches package triggers make (runner/suggest.py CACHE_INPUTS)
     (re.compile(r"No GSettings schemas are installed on the system"), FILE,
      "GLib found no", "/usr/share/glib-2.0/schemas/gschemas.compiled"),
+    (re.compile(r"Settings schema '(?P<id>[\w.-]+)' is not installed"), FILE,
+     "GLib has no schema", "/usr/share/glib-2.0/schemas/{id}.gschema.xml"),
     # GLib's dummy TLS backend: no GIO module gives TLS (glib-networking's, on Fedora and Debian)
     (re.compile(r"TLS support is not available"), FILE,
      "GLib has no TLS backend: no GIO module", "/usr/lib*/gio/modules/libgio*tls*.so"),
@@ -128,7 +131,7 @@ def named_by_errors(text: str) -> list[Missed]:
         line = raw.rstrip("\r").strip()
         for pattern, kind, says, fixed in ERROR_PATTERNS:
             for match in pattern.finditer(line):
-                name = fixed or match["name"]
+                name = fixed.format(**match.groupdict()) if fixed else match["name"]
                 if (kind, name) not in found:
                     found[(kind, name)] = Missed(kind, name, f"{says} {name}", line)
     return list(found.values())

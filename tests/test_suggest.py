@@ -98,6 +98,7 @@ def test_error_table_names_elements_and_libraries() -> None:
         "(gtk3-widget-factory:12): GLib-GIO-ERROR **: 20:01:02.345: No GSettings schemas are "
         "installed on the system\n"
         "app: TLS support is not available\n"
+        "GLib-GIO-ERROR **: Settings schema 'org.gnome.desktop.interface' is not installed\n"
         "all fine here\n"
     )
     found = [(m.kind, m.name) for m in trace.named_by_errors(text)]
@@ -108,6 +109,7 @@ def test_error_table_names_elements_and_libraries() -> None:
         (trace.FILE, "/usr/lib/gtk-3.0/x.so"),
         (trace.FILE, "/usr/share/glib-2.0/schemas/gschemas.compiled"),
         (trace.FILE, "/usr/lib*/gio/modules/libgio*tls*.so"),
+        (trace.FILE, "/usr/share/glib-2.0/schemas/org.gnome.desktop.interface.gschema.xml"),
     ]
 
 
@@ -327,11 +329,17 @@ def test_a_missing_cache_is_asked_as_the_packages_that_ship_its_inputs(
         ("app-error", trace.Missed(
             trace.FILE, "/usr/lib/x86_64-linux-gnu/gdk-pixbuf-2.0/2.10.0/loaders.cache", "o", "l"
         )),
+        ("app-error", trace.Missed(
+            trace.FILE, "/usr/share/glib-2.0/schemas/org.gnome.desktop.interface.gschema.xml",
+            "GLib has no schema", "l",
+        )),
     ]  # fmt: skip
     found = suggest.resolve(stack, missed, base=realworld_corpus.base_names)
     assert [f.question for f in found] == [
         "/usr/share/mime/packages/*.xml",
         "/usr/lib/x86_64-linux-gnu/gdk-pixbuf-2.0/2.10.0/loaders/*.so",
+        "/usr/share/glib-2.0/schemas/org.gnome.desktop.interface.gschema.xml",
     ]
     assert "shared-mime-info" in found[0].packages
     assert any(p.startswith("libgdk-pixbuf") for p in found[1].packages), found[1]
+    assert found[2].packages == ("gsettings-desktop-schemas",) and not found[2].note
