@@ -59,6 +59,8 @@ FEATURE2_MASK = 1 << 11
 DF_1_NODEFLIB = 0x800
 
 PARSES = 0  # real parses done by this process (tests assert "once per file")
+# what pyelftools raises on a malformed or truncated file (ELFParseError is an ELFError)
+PARSE_ERRORS = (ELFError, ValueError, OSError)
 
 StatKey = tuple[int, int, int, int]  # st_dev, st_ino, st_size, st_mtime_ns
 STORE = "elf-facts.sqlite"
@@ -134,15 +136,6 @@ def isa_name(bits: int) -> str | None:
         if bits & bit:
             return name
     return None
-
-
-def is_elf(path: Path) -> bool:
-    """True when ``path`` is a regular file starting with the ELF magic (no parse)."""
-    fh = _open_elf(path)
-    if fh is None:
-        return False
-    fh.close()
-    return True
 
 
 def stat_key(st: os.stat_result) -> StatKey:
@@ -361,7 +354,7 @@ def _parse_open(fh: io.BufferedReader) -> ElfFacts:
     PARSES += 1
     try:
         return _read(ELFFile(fh))
-    except Exception as exc:  # pyelftools raises many kinds on malformed input
+    except PARSE_ERRORS as exc:
         return ElfFacts(error=f"{type(exc).__name__}: {exc}".strip())
 
 
@@ -438,6 +431,6 @@ def exec_stack(path: Path) -> bool | None:
             for segment in ELFFile(fh).iter_segments():
                 if segment["p_type"] == "PT_GNU_STACK":
                     return bool(segment["p_flags"] & PF_X)
-        except (ELFError, ValueError, OSError):
+        except PARSE_ERRORS:
             return None
     return True

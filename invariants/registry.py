@@ -27,7 +27,6 @@ from invariants import (
 from invariants.context import CheckContext, Finding
 
 CLASSES = ("base", "gpu", "compat", "deps", "base-refresh")
-POLICIES = ("enforce", "report", "skip")
 
 Check = Callable[[CheckContext], list[Finding]]
 

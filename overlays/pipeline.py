@@ -318,12 +318,17 @@ def staged_digests(
 
     files: dict[str, dict[str, object]] = {}
     for pkg in read_lock(project, name).packages:
+        meta_path = extracted_dir(paths.cache_dir(), pkg.sha256) / "meta.json"
         try:
-            meta = jsonio.read(extracted_dir(paths.cache_dir(), pkg.sha256) / "meta.json")
+            meta = jsonio.read(meta_path)
             if meta.get("rpm_sha256") == pkg.sha256:
                 files[pkg.name] = meta["files"]
-        except (OSError, ValueError, KeyError, AttributeError):
-            continue  # those files are read and hashed by the check instead
+        except FileNotFoundError:
+            continue  # the cache entry is gone: the check reads and hashes those files
+        except (OSError, ValueError, KeyError, AttributeError) as exc:
+            print(f"fexstack: ignoring the damaged cache record {meta_path} "
+                  f"({type(exc).__name__}: {exc}); the check hashes {pkg.name}'s files",
+                  file=sys.stderr)
     origin = {  # installed path -> payload path (the extraction's meta.json has those)
         r["installed"]: r["original"] for r in stage_record(project, name).get("redirected", [])
     }

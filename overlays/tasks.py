@@ -132,12 +132,8 @@ def _image_deps(project: Project, stack: Stack) -> list[str]:
 
 def stacks(project: Project) -> dict[str, StackInfo]:
     """Every buildable stack of the project, loaded once."""
-    try:
-        names = buildable(project.stacks_dir)
-    except FexstackError:
-        names = []
     found: dict[str, StackInfo] = {}
-    for name in names:
+    for name in buildable(project.stacks_dir):
         try:
             stack = load_stack(project.stacks_dir, name)
         except FexstackError as err:

@@ -106,11 +106,6 @@ def _image_record(layer: Layer, hashes: Mapping[Path, str]) -> dict[str, Any]:
     return {"role": layer.role, "name": layer.name, "path": str(path), "kind": kind, "sha256": sha}
 
 
-def image_hashes(profile: Profile) -> dict[Path, str]:
-    """sha256 of every layer that is a file."""
-    return {p: sha256_file(p) for p in profile.images() if p.is_file()}
-
-
 def inputs_document(
     profile: Profile, host: hostinfo.HostInfo, hashes: Mapping[Path, str]
 ) -> dict[str, Any]:
@@ -119,10 +114,12 @@ def inputs_document(
     for layer in profile.layers():
         rec = _image_record(layer, hashes)
         size = layer.path.stat().st_size if rec["kind"] == "file" else None
-        manifest_sha = None
+        manifest_sha, manifest_error = None, None
         if layer.manifest is not None and layer.manifest.is_file():
-            with contextlib.suppress(Exception):
+            try:
                 manifest_sha = preflight.manifest_sha256(layer.manifest)
+            except (OSError, ValueError, KeyError, TypeError) as exc:  # recorded, not hidden
+                manifest_error = f"{type(exc).__name__}: {exc}"
         images.append(
             {
                 **rec,
@@ -130,6 +127,7 @@ def inputs_document(
                 "size": size,
                 "manifest": str(layer.manifest) if layer.manifest is not None else None,
                 "manifest_sha256": manifest_sha,
+                "manifest_error": manifest_error,
             }
         )
     return {
@@ -493,7 +491,7 @@ def run_app(
     except BaseException as exc:
         error = exc
         _infra(state, f"{state.stage}: internal error: {type(exc).__name__}: {exc}")
-        with contextlib.suppress(Exception):
+        with contextlib.suppress(OSError):  # the report below still says what happened
             ev.append_log(f"== internal error: {type(exc).__name__}: {exc}")
     result = _finish(ev, state, host, images, started, t0, stream)
     if error is not None:
@@ -537,7 +535,7 @@ def build_failed(
     _infra(state, f"build: {task} (step {step}, stack {stack_name}) failed: {first}")
     state.log_tail = log.splitlines()[-LOG_TAIL_LINES:]
     images = []
-    with contextlib.suppress(Exception):
+    with contextlib.suppress(OSError):  # an unreadable layer: the report has no images
         images = [_image_record(layer, {}) for layer in profile.layers()]
     result = _finish(ev, state, host, images, started, t0, stream)
     report = jsonio.read(ev.report)
@@ -572,7 +570,7 @@ def _finish(
     state.phases["total"] = time.monotonic() - t0
     if not ev.inputs.exists():
         # inputs could not be recorded in full (e.g. an unreadable image): record the profile
-        with contextlib.suppress(Exception):
+        with contextlib.suppress(FexstackError, OSError):  # the report says why it ended
             ev.write_inputs(inputs_document(state.profile, host, {}))
     ev.append_log(f"== outcome {state.outcome}: {state.reason}")
     ev.write_report(_report(state, host, images, started))

@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from fexstack import atomic, command
-from fexstack.errors import FexstackError, RunError
+from fexstack.errors import FexstackError, RunError, ToolError
 from fexstack.paths import PROJECT_ROOT
 from runner import capture, identity
 from runner.identity import Identity
@@ -353,8 +353,9 @@ def make_private(work: Path) -> None:
     try:
         command.run(["mount", "--make-rprivate", "/"])
         return
-    except FexstackError:
-        pass
+    except ToolError as exc:
+        if exc.returncode is None:  # no mount(8) at all: nothing below can work either
+            raise
     mounts = _mounts()
     for point, _ in mounts:
         command.run(["mount", "--make-private", point])

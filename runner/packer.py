@@ -22,8 +22,6 @@ RUNTIME_SOURCE = DEMO_DIR / "runtime.c"
 DEMO_SOURCE_DIR = DEMO_DIR / "src"
 DEMO_APPDIR = DEMO_DIR / "AppDir"
 DEMO_PROGRAM = "fexstack-demo"
-# The libraries the demo program needs from the demo overlay (see demo/appimage/src/demo.h).
-DEMO_LIBRARIES = ("libdemo-greet.so.1", "libdemo-fmt.so.1")
 
 AI_OFFSET = 8
 MKSQUASHFS_OPTIONS = ("-root-owned", "-noappend", "-all-time", "0", "-mkfs-time", "0", "-quiet")

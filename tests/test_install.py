@@ -19,7 +19,7 @@ from overlays import fetch, hostpkgs, staging
 from overlays.install import InstallRoot
 from overlays.lockfile import Lock
 from tests.craft_rpm import lock_of, locked
-from tests.test_invariants_support import base_layer, fedora_base
+from tests.invariants_support import base_layer, fedora_base
 from tests.test_stage import REPOS
 
 OLD64 = Library("libold64.so.1", path="/lib64/libold64.so.1")

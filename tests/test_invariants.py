@@ -18,7 +18,7 @@ from invariants.check import check_tree
 from invariants.report import Report, raise_on_failure, write_report
 from invariants.view import Layer
 from overlays.stack import ElfAllowance, Waiver
-from tests.test_invariants_support import base_layer, fedora_base, stage
+from tests.invariants_support import base_layer, fedora_base, stage
 
 
 @pytest.fixture(scope="module")

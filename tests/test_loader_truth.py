@@ -15,7 +15,7 @@ from fexstack.factory import Executable, Factory, Library
 from invariants import compat
 from invariants.check import check_tree
 from invariants.view import Layer, View
-from tests.test_invariants_support import base_layer, fedora_base
+from tests.invariants_support import base_layer, fedora_base
 
 LDSO = "/usr/lib64/ld-linux-x86-64.so.2"
 LLP = ("/opt/llp/lib",)

@@ -161,7 +161,13 @@ def test_display_probe_with_fake_muvm(
 def test_gpu_probe_with_fake_muvm_records_absent_tools(
     muvm_profile: Profile, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("PATH", f"/usr/bin:/bin:{os.environ['PATH']}")
+    # glxinfo is on PATH (a script reporting a renderer); the others as the host has them
+    tools = tmp_path / "tools"
+    tools.mkdir()
+    glxinfo = tools / "glxinfo"
+    glxinfo.write_text("#!/bin/sh\necho 'OpenGL renderer string: probe-test renderer'\n")
+    glxinfo.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tools}:/usr/bin:/bin:{os.environ['PATH']}")
     present = {t.name: shutil.which(t.name) for t in probe.GPU_TOOLS}
     result = probe.run_probe("gpu", muvm_profile, gpu_mode="software",
                              evidence_root=tmp_path / "ev", echo=False)  # fmt: skip
@@ -175,8 +181,15 @@ def test_gpu_probe_with_fake_muvm_records_absent_tools(
         if not present[tool.name]:
             assert found == {"present": False, "package": tool.package}
             assert f"{tool.name} ({tool.package})" in doc["missing_tools"]
-    if not any(present.values()):
-        assert doc["renderer"] is None
+        else:
+            assert found["path"] == present[tool.name] and found["package"] == tool.package
+            assert isinstance(found["exit_status"], int)
+            assert f"{tool.name} ({tool.package})" not in doc["missing_tools"]
+    glx = doc["guest"]["tools"]["glxinfo"]
+    assert (glx["path"], glx["exit_status"]) == (str(glxinfo), 0)
+    assert glx["renderer"] == "probe-test renderer"
+    assert doc["renderer"] == "probe-test renderer"
+    assert doc["guest"]["renderer_source"] == "glxinfo"
 
 
 def test_probe_that_never_starts_is_infra_with_evidence(

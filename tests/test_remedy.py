@@ -15,7 +15,7 @@ from invariants.check import check_tree
 from invariants.report import Report
 from overlays.stack import load_stack
 from tests import pipeline_support as ps
-from tests.test_invariants_support import base_layer, fedora_base
+from tests.invariants_support import base_layer, fedora_base
 
 MARK = "paste into the stack file:\n"
 

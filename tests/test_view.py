@@ -12,7 +12,7 @@ from fexstack import command, digest
 from fexstack.factory import Factory, Library
 from invariants import ldcache, view
 from invariants.view import Layer, Tree, View
-from tests.test_invariants_support import fedora_base
+from tests.invariants_support import fedora_base
 
 
 def test_image_indexes_like_its_directory(factory: Factory, tmp_path: Path) -> None:
