@@ -11,24 +11,18 @@ from typing import Any
 from fexstack.errors import CheckError
 from invariants import elf, registry, remedy
 from invariants.context import CheckContext, Finding
-from invariants.loader import DEFAULT_LIB_DIRS, FEX_HWCAPS, Search
+from invariants.loader import Search
+from invariants.policy import CheckPolicy, Waiver
 from invariants.report import Report
 from invariants.view import Layer, Tree, View
-from overlays.stack import ElfAllowance, Waiver
 
 
 def check_tree(
     tree: Path,
+    policy: CheckPolicy,
     *,
-    stack_class: str,
     owners: Mapping[str, str],
     view_layers: Sequence[Layer],
-    waivers: Sequence[Waiver] = (),
-    allow_elf: Sequence[ElfAllowance] = (),
-    allow_32bit: bool = False,
-    ld_library_path: Sequence[str] = (),
-    lib_dirs: Sequence[str] = DEFAULT_LIB_DIRS,
-    hwcaps: Sequence[str] = FEX_HWCAPS,
     name: str | None = None,
     digests: Mapping[str, tuple[str, int]] | None = None,
     dropped: Sequence[Mapping[str, str]] = (),
@@ -36,6 +30,7 @@ def check_tree(
     """Check ``tree`` (a staged overlay) placed on top of ``view_layers`` (muvm order:
     base, gpu overlays, compat, earlier deps overlays).
 
+    ``policy`` is the stack's class, waivers, allowances and loader search.
     ``owners`` maps absolute paths of the tree to the package that brought them.
     ``digests`` maps paths of the tree to (sha256, size) as the stage step recorded them
     (the extraction cache's meta.json): ELF facts of those contents come from the
@@ -44,6 +39,8 @@ def check_tree(
     ``dropped`` lists the tool executables the stage step left out (path, package, type,
     and for programs what the host has there); the report carries them.
     """
+    stack_class = policy.stack_class
+    waivers = policy.all_waivers()
     if stack_class not in registry.CLASSES:
         raise CheckError(f"unknown artifact class {stack_class!r}",
                          f"use one of {', '.join(registry.CLASSES)}")
@@ -55,9 +52,9 @@ def check_tree(
     ctx = CheckContext(
         tree=tree, stack_class=stack_class, owners=owners, overlay=overlay, lower=lower,
         view=view,
-        search=Search(lib_dirs=tuple(lib_dirs), ld_library_path=tuple(ld_library_path),
-                      hwcaps=tuple(hwcaps)),
-        allow_elf=tuple(allow_elf), allow_32bit=allow_32bit, layers=tuple(view_layers),
+        search=Search(lib_dirs=policy.lib_dirs, ld_library_path=policy.ld_library_path,
+                      hwcaps=policy.hwcaps),
+        allow_elf=policy.allow_elf, allow_32bit=policy.allow_32bit, layers=tuple(view_layers),
         digests=digests or {},
     )
     used: set[int] = set()
@@ -65,20 +62,20 @@ def check_tree(
     findings: list[Finding] = []
     summary: dict[str, dict[str, Any]] = {}
     for inv in registry.INVARIANTS.values():
-        policy = inv.policy[stack_class]
+        mode = inv.policy[stack_class]
         mine: list[Finding] = []
-        if policy != "skip":
+        if mode != "skip":
             for finding in inv.check(ctx):
                 if finding.status == "accounted":
                     used_allow.add(finding.path)
-                elif policy == "report":
+                elif mode == "report":
                     finding = dataclasses.replace(finding, status="reported")
                 finding = _waive(finding, inv, waivers, used)
                 if finding.status == "fail":
                     finding = dataclasses.replace(finding, hint=remedy.with_remedy(finding))
                 mine.append(finding)
         counts = {k: sum(f.status == k for f in mine) for k in ("fail", "accounted", "reported")}
-        if policy == "skip":
+        if mode == "skip":
             status = "skipped"
         elif counts["fail"]:
             status = "fail"
@@ -88,14 +85,14 @@ def check_tree(
             status = "accounted"
         else:
             status = "pass"
-        summary[inv.name] = {"letter": inv.letter, "title": inv.title, "policy": policy,
+        summary[inv.name] = {"letter": inv.letter, "title": inv.title, "policy": mode,
                              "status": status, "counts": counts}
         findings += mine
     warnings = [
         f"waiver for {w.invariant} ({_waiver_scope(w)}) matches nothing: {w.reason}"
         for i, w in enumerate(waivers) if i not in used
     ]
-    for allow in allow_elf:
+    for allow in policy.allow_elf:
         if not any(fnmatch.fnmatchcase(p, allow.path) for p in used_allow):
             warnings.append(f"allow_elf {allow.path} accounts for no ELF file: {allow.reason}")
     elf.flush()

@@ -11,8 +11,8 @@ from typing import Any
 from invariants import elf
 from invariants.elf import ElfFacts
 from invariants.loader import Loader, Search
+from invariants.policy import ElfAllowance
 from invariants.view import Layer, Tree, View
-from overlays.stack import ElfAllowance
 
 EXEC_DIRS = ("/bin", "/sbin", "/usr/bin", "/usr/sbin")
 # Every file the stage step writes (hardlinked from the extraction cache, or copied) has

@@ -259,35 +259,18 @@ def check(project: Project, name: str) -> None:
     stack = stack_of(project, name)
     starting(project.invariants(name))
     owners = jsonio.read(project.owners(name))
-    library_path = stack.app.env.get("LD_LIBRARY_PATH", "") if stack.app else ""
     report = check_tree(
         project.staging(name),
-        stack_class=stack.klass,
+        stack.check_policy(),
         owners=owners,
         view_layers=view_layers(project, stack),
-        waivers=[*stack.waivers, *kept_waivers(stack)],
         dropped=dropped_executables(project, name),
-        allow_elf=stack.allow_elf,
-        allow_32bit=stack.allow_32bit,
-        ld_library_path=[p for p in library_path.split(":") if p],
-        lib_dirs=stack.base.lib_dirs,
         name=name,
         digests=staged_digests(project, name, owners),
     )
     write_report(report, project.invariants(name))
     print(report.summary(), file=sys.stderr)
     raise_on_failure(report)
-
-
-def kept_waivers(stack: Stack) -> list[Any]:
-    """A ``[[policy.keep_executable]]`` accounts for the library-focus finding of the
-    path it keeps (with its reason); precedence still judges the path."""
-    from overlays.stack import Waiver
-
-    return [
-        Waiver("library-focus", f"kept executable: {k.reason}", path=k.path)
-        for k in stack.keep_executables
-    ]
 
 
 def stage_record(project: Project, name: str) -> dict[str, Any]:

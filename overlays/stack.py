@@ -45,6 +45,7 @@ import jsonschema
 
 from fexstack import jsonio
 from fexstack.errors import ConfigError
+from invariants.policy import CheckPolicy, ElfAllowance, KeptExecutable, Waiver
 
 CLASSES = ("deps", "base", "base-refresh")
 GPU_MODES = ("drm", "venus", "software")
@@ -125,32 +126,6 @@ class Base:
 
 
 @dataclass(frozen=True)
-class Waiver:
-    """A ``[[policy.waiver]]``: accounts for findings of one invariant on matching paths."""
-
-    invariant: str
-    reason: str
-    path: str | None = None  # fnmatch glob on the absolute path in the overlay
-    package: str | None = None  # package name
-
-
-@dataclass(frozen=True)
-class ElfAllowance:
-    """A ``[[policy.allow_elf]]``: non-load-bearing ELF (eBPF, firmware), accounted."""
-
-    path: str  # fnmatch glob
-    reason: str
-
-
-@dataclass(frozen=True)
-class KeptExecutable:
-    """A ``[[policy.keep_executable]]``: a tool executable a deps overlay keeps."""
-
-    path: str  # fnmatch glob on the installed path (e.g. /usr/bin/foo)
-    reason: str
-
-
-@dataclass(frozen=True)
 class App:
     """``[app]``: how ``doit run:<name>`` launches the AppImage."""
 
@@ -191,6 +166,19 @@ class Stack:
     included: tuple[str, ...] = ()  # every stack merged in (transitively), in merge order
     pull_digest: str | None = None  # [pull] digest: the only published artifact accepted
     keep_executables: tuple[KeptExecutable, ...] = ()  # deps overlays drop the others
+
+    def check_policy(self) -> CheckPolicy:
+        """What the check step checks this stack's staged tree against (and nothing else)."""
+        library_path = self.app.env.get("LD_LIBRARY_PATH", "") if self.app else ""
+        return CheckPolicy(
+            stack_class=self.klass,
+            waivers=self.waivers,
+            allow_elf=self.allow_elf,
+            allow_32bit=self.allow_32bit,
+            keep_executables=self.keep_executables,
+            ld_library_path=tuple(p for p in library_path.split(":") if p),
+            lib_dirs=tuple(self.base.lib_dirs),
+        )
 
 
 # --- reading and validating ------------------------------------------------------------

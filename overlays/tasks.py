@@ -266,15 +266,8 @@ def check_inputs(info: StackInfo) -> Any:
     stack = info.stack
     if stack is None:
         return {"error": info.error.message if info.error else "not loaded"}
-    return {
-        "class": stack.klass,
-        "base": _base_inputs(stack),
-        "waivers": [dataclasses.asdict(w) for w in stack.waivers],
-        "allow_elf": [dataclasses.asdict(a) for a in stack.allow_elf],
-        "allow_32bit": stack.allow_32bit,
-        "keep_executable": [dataclasses.asdict(k) for k in stack.keep_executables],
-        "ld_library_path": stack.app.env.get("LD_LIBRARY_PATH", "") if stack.app else "",
-    }
+    # the same object the check step checks with (overlays/pipeline.check)
+    return {"policy": stack.check_policy().inputs(), "base": _base_inputs(stack)}
 
 
 def stage_inputs(info: StackInfo) -> Any:

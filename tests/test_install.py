@@ -14,6 +14,7 @@ from fexstack import command, jsonio
 from fexstack.errors import StageError
 from fexstack.factory import Executable, Factory, File, Library, Package, Symlink
 from invariants.check import check_tree
+from invariants.policy import CheckPolicy
 from invariants.view import Layer, View
 from overlays import fetch, hostpkgs, staging
 from overlays.install import InstallRoot
@@ -119,7 +120,7 @@ def test_old_package_installs_under_usr_on_a_merged_usr_base(
     owners = dict(result.owners)
     assert owners["/usr/lib64/libold64.so.1"] == "old-third-party"
     assert "/lib64/libold64.so.1" not in owners and "/usr/bin/oldtool" not in owners
-    report = check_tree(tree, stack_class="deps", owners=owners,
+    report = check_tree(tree, CheckPolicy("deps"), owners=owners,
                         view_layers=[base_layer(base)], dropped=record["dropped"])
     assert report.invariants["precedence"]["status"] == "pass", report.summary()
     assert report.invariants["library-focus"]["status"] == "pass", report.summary()
@@ -224,9 +225,6 @@ def test_host_query_argv_and_a_host_without_rpm(monkeypatch: pytest.MonkeyPatch)
 def test_a_kept_executable_still_may_not_override_the_base(tmp_path: Path) -> None:
     """keep_executable accounts for library-focus only: precedence still fails a kept
     path the base owns, and a kept new path passes."""
-    from types import SimpleNamespace
-
-    from overlays.pipeline import kept_waivers
     from overlays.stack import KeptExecutable
 
     base = tree_with_links(tmp_path / "base")
@@ -235,10 +233,9 @@ def test_a_kept_executable_still_may_not_override_the_base(tmp_path: Path) -> No
     (tree / "usr/bin").mkdir(parents=True)
     (tree / "usr/bin/bash").write_text("an x86 shell")
     (tree / "usr/bin/newtool").write_text("a tool the base lacks")
-    stack = SimpleNamespace(keep_executables=(KeptExecutable("/usr/bin/*", "the app runs it"),))
-    keep = kept_waivers(stack)  # type: ignore[arg-type]
-    report = check_tree(tree, stack_class="deps", owners={}, waivers=keep,
-                        view_layers=[Layer("base", base, "base")])
+    kept = (KeptExecutable("/usr/bin/*", "the app runs it"),)
+    policy = CheckPolicy("deps", keep_executables=kept)
+    report = check_tree(tree, policy, owners={}, view_layers=[Layer("base", base, "base")])
     assert [f.path for f in report.failures()] == ["/usr/bin/bash"]
     assert report.failures()[0].invariant == "precedence"
     assert report.invariants["library-focus"]["status"] == "accounted"

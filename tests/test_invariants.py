@@ -15,6 +15,7 @@ from fexstack.errors import CheckError
 from fexstack.factory import Executable, Factory, File, Library, Package, Symlink, glibc_package
 from invariants import compat, elf
 from invariants.check import check_tree
+from invariants.policy import CheckPolicy
 from invariants.report import Report, raise_on_failure, write_report
 from invariants.view import Layer
 from overlays.stack import ElfAllowance, Waiver
@@ -32,8 +33,10 @@ def run(tree: Path, base: Path, klass: str = "deps", owners: dict[str, str] | No
     fix = compat.ensure(base) if with_compat else None
     if fix is not None:
         layers.append(Layer("compat", fix, "compat"))
-    return check_tree(tree, stack_class=klass, owners=owners or {},
-                      view_layers=layers, **kwargs)  # type: ignore[arg-type]
+    digests = kwargs.pop("digests", None)
+    return check_tree(tree, CheckPolicy(klass, **kwargs),  # type: ignore[arg-type]
+                      owners=owners or {}, view_layers=layers,
+                      digests=digests)  # type: ignore[arg-type]
 
 
 def findings(report: Report, invariant: str, status: str | None = None) -> list[str]:
@@ -170,7 +173,7 @@ def test_interpreter_must_resolve_and_compat_fixes_it(factory: Factory, base: Pa
     assert findings(report, "interpreter", "fail") == ["/opt/app/app"]
     fix = compat.ensure(base)
     assert fix is not None
-    fixed = check_tree(tmp_path / "t", stack_class="deps", owners={},
+    fixed = check_tree(tmp_path / "t", CheckPolicy("deps"), owners={},
                        view_layers=[base_layer(base), Layer("compat", fix, "compat")])
     assert fixed.invariants["interpreter"]["status"] == "pass", fixed.summary()
 
@@ -231,14 +234,14 @@ def test_compat_class_allows_only_loader_symlinks(factory: Factory, base: Path,
                                                   tmp_path: Path) -> None:
     fix = compat.ensure(base)
     assert fix is not None
-    good = check_tree(fix, stack_class="compat", owners={}, view_layers=[base_layer(base)])
+    good = check_tree(fix, CheckPolicy("compat"), owners={}, view_layers=[base_layer(base)])
     assert not good.failed, good.summary()
     assert good.invariants["compat-shape"]["status"] == "pass"
     bad = tmp_path / "bad"
     (bad / "lib64").mkdir(parents=True)
     (bad / "lib64/ld-linux-x86-64.so.2").symlink_to("/usr/lib64/libc.so.6")
     factory.elf(bad / "lib64/libextra.so.1", Library("libextra.so.1"))
-    report = check_tree(bad, stack_class="compat", owners={}, view_layers=[base_layer(base)])
+    report = check_tree(bad, CheckPolicy("compat"), owners={}, view_layers=[base_layer(base)])
     assert findings(report, "compat-shape", "fail") == [
         "/lib64/ld-linux-x86-64.so.2", "/lib64/libextra.so.1"]
 

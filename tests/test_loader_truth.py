@@ -14,6 +14,7 @@ from fexstack import command
 from fexstack.factory import Executable, Factory, Library
 from invariants import compat
 from invariants.check import check_tree
+from invariants.policy import CheckPolicy
 from invariants.view import Layer, View
 from tests.invariants_support import base_layer, fedora_base
 
@@ -129,9 +130,10 @@ def test_static_report_agrees_with_the_real_loader(
     assert fix is not None  # the base lacks /lib64: programs need the compat symlink
     deps = tmp_path / "deps"
     programs = build_deps(factory, deps, dirs)
-    report = check_tree(deps, stack_class="deps", owners={},
-                        view_layers=[base_layer(base), Layer("compat", fix, "compat")],
-                        ld_library_path=LLP, lib_dirs=dirs, hwcaps=hwcaps)
+    policy = CheckPolicy("deps", ld_library_path=tuple(LLP), lib_dirs=tuple(dirs),
+                         hwcaps=tuple(hwcaps))
+    report = check_tree(deps, policy, owners={},
+                        view_layers=[base_layer(base), Layer("compat", fix, "compat")])
     static = {
         row["path"]: {n["soname"]: n["path"] for n in row["needs"] if n["via"] != "loaded"}
         for row in report.linkability if row["kind"] == "executable"
@@ -185,8 +187,8 @@ def test_library_installed_through_lib64_loads_from_the_mounted_layers(
                                 record=tmp_path / "stage.json", lower=lower,
                                 drop_executables=True)
     deps = result.staging
-    report = check_tree(deps, stack_class="deps", owners=result.owners,
-                        view_layers=[base_layer(base)], lib_dirs=dirs, hwcaps=hwcaps)
+    policy = CheckPolicy("deps", lib_dirs=tuple(dirs), hwcaps=tuple(hwcaps))
+    report = check_tree(deps, policy, owners=result.owners, view_layers=[base_layer(base)])
     assert not report.failed, report.summary()
     program = "/opt/old/bin/oldapp"
     static = {n["soname"]: n["path"] for row in report.linkability if row["path"] == program

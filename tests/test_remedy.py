@@ -12,6 +12,7 @@ import pytest
 
 from fexstack.factory import Executable, Factory, Library
 from invariants.check import check_tree
+from invariants.policy import CheckPolicy
 from invariants.report import Report
 from overlays.stack import load_stack
 from tests import pipeline_support as ps
@@ -84,11 +85,9 @@ CASES: dict[str, tuple[Callable[[Factory, Path], None], str]] = {
 
 def check(tree: Path, base: Path, stacks: Path | None = None) -> Report:
     if stacks is None:
-        return check_tree(tree, stack_class="deps", owners={}, view_layers=[base_layer(base)])
+        return check_tree(tree, CheckPolicy("deps"), owners={}, view_layers=[base_layer(base)])
     stack = load_stack(stacks, "app")
-    return check_tree(tree, stack_class="deps", owners={}, view_layers=[base_layer(base)],
-                      waivers=stack.waivers, allow_elf=stack.allow_elf,
-                      allow_32bit=stack.allow_32bit)
+    return check_tree(tree, stack.check_policy(), owners={}, view_layers=[base_layer(base)])
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
