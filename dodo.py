@@ -21,9 +21,10 @@ from doit.tools import config_changed
 
 from fexstack import buildlock
 from overlays import pipeline
-from overlays import tasks as tasking
 from overlays.project import Project
-from runner import probetasks
+from tasks import action, demo
+from tasks import declare as tasking
+from tasks import probes as probetasks
 
 PROJECT = Project(Path(__file__).resolve().parent)
 PROJECT.build_dir.mkdir(parents=True, exist_ok=True)
@@ -51,12 +52,12 @@ DOIT_CONFIG["reporter"] = tasking.evidence_reporter(PROJECT, STACKS)
 
 
 def _do(step: Any, *args: Any) -> Any:
-    return functools.partial(pipeline.action(step), PROJECT, *args)
+    return functools.partial(action.action(step), PROJECT, *args)
 
 
 def _recipe(step: str, inputs: Any = None) -> Any:
     """Rerun ``step`` when its code (RECIPE) or the stack settings it reads change."""
-    return config_changed({"recipe": pipeline.RECIPE[step], "inputs": inputs})
+    return config_changed({"recipe": action.RECIPE[step], "inputs": inputs})
 
 
 def _step(
@@ -69,7 +70,7 @@ def _step(
     names outputs that are checked like inputs (the lock, which users may replace).
     """
     stamp = tasking.stamp_path(PROJECT, step, name)
-    config = {"recipe": pipeline.RECIPE[step], "inputs": inputs}
+    config = {"recipe": action.RECIPE[step], "inputs": inputs}
     stamped = [*file_dep, *also]
     return {
         "name": name,
@@ -86,26 +87,26 @@ def _step(
 def task_demo() -> Iterator[dict[str, Any]]:
     """Generate the embedded demo's repository, base and AppImage from demo/."""
     sources = sorted(str(p) for p in (PROJECT.root / "demo").rglob("*") if p.is_file())
-    folder = pipeline.demo_dir(PROJECT)
+    folder = demo.demo_dir(PROJECT)
     common = {"file_dep": sources, "uptodate": [_recipe("demo")], "clean": True}
     yield {
         "name": "repo",
         "doc": "build the demo's RPM repository from demo/ sources",
-        "actions": [_do(pipeline.demo_repo)],
+        "actions": [_do(demo.demo_repo)],
         "targets": [str(folder / "repo" / "repodata" / "repomd.xml")],
         **common,
     }
     yield {
         "name": "base",
         "doc": "build the demo base image (glibc and bash, laid out like Fedora's FEX RootFS)",
-        "actions": [_do(pipeline.demo_base)],
+        "actions": [_do(demo.demo_base)],
         "targets": [str(folder / "base.erofs"), str(folder / "base.packages")],
         **common,
     }
     yield {
         "name": "appimage",
         "doc": "build the demo AppImage (#!/bin/bash AppRun, needs the demo overlay)",
-        "actions": [_do(pipeline.demo_appimage)],
+        "actions": [_do(demo.demo_appimage)],
         "targets": [str(folder / "fexstack-demo.AppImage")],
         **common,
     }

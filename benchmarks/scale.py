@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from fexstack import atomic, paths
-from fexstack.factory import (
+from testkit.factory import (
     Factory,
     File,
     Library,

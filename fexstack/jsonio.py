@@ -12,10 +12,16 @@ import jsonschema
 
 from fexstack import atomic
 
-SCHEMA_DIRS = tuple(
-    Path(__file__).resolve().parent.parent / pkg / "schemas"
-    for pkg in ("fexstack", "overlays", "invariants", "runner")
-)
+# The schema folders, each registered by the package that owns it (its __init__.py):
+# this module knows nothing of the packages above it.
+SCHEMA_DIRS: list[Path] = []
+
+
+def register_schemas(folder: Path) -> None:
+    """Make the ``<name>.schema.json`` files in ``folder`` known to :func:`schema`."""
+    folder = Path(folder).resolve()
+    if folder not in SCHEMA_DIRS:
+        SCHEMA_DIRS.append(folder)
 
 
 def dumps(obj: Any) -> str:

@@ -6,3 +6,9 @@ loader model (:mod:`invariants.loader`) and the compat overlay (:mod:`invariants
 Each invariant is one module with ``check(ctx) -> list[Finding]``, registered in
 :mod:`invariants.registry` with its policy per artifact class.
 """
+
+from pathlib import Path
+
+from fexstack import jsonio
+
+jsonio.register_schemas(Path(__file__).resolve().parent / "schemas")

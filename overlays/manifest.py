@@ -30,7 +30,7 @@ import fexstack
 from fexstack import command, jsonio
 from fexstack.digest import sha256_bytes, sha256_file
 from fexstack.errors import ImageError
-from overlays import lockfile
+from overlays import lockfile, validator
 from overlays.identity import Identity
 from overlays.image import MKFS, ImageInfo, image_uuid
 from overlays.lockfile import Lock
@@ -268,3 +268,18 @@ def read_manifest(path: Path) -> dict[str, Any]:
     if not isinstance(doc, dict):  # the schema already says so; this is for the type checker
         raise ImageError(f"{path}: not a JSON object")
     return doc
+
+
+def validate_against_manifest(image_path: Path, manifest_path: Path) -> validator.ValidatedImage:
+    """:func:`overlays.validator.validate_image` with the sha256, size and block size
+    that ``manifest_path`` records."""
+    doc = read_manifest(manifest_path)
+    recorded = doc["image"]
+    checked = validator.validate_image(image_path, expected_sha256=recorded["sha256"])
+    if checked.size != recorded["size"] or checked.block_size != recorded["block_size"]:
+        raise ImageError(
+            f"{image_path}: size {checked.size} / block size {checked.block_size} differ from "
+            f"{manifest_path} ({recorded['size']} / {recorded['block_size']})",
+            "rebuild with doit overlay:<name>",
+        )
+    return checked

@@ -176,18 +176,3 @@ def validate_image(
         uuid=sb.uuid,
     )
 
-
-def validate_against_manifest(image_path: Path, manifest_path: Path) -> ValidatedImage:
-    """:func:`validate_image` with the sha256, size and block size ``manifest_path`` records."""
-    from overlays.manifest import read_manifest
-
-    doc = read_manifest(manifest_path)
-    recorded = doc["image"]
-    checked = validate_image(image_path, expected_sha256=recorded["sha256"])
-    if checked.size != recorded["size"] or checked.block_size != recorded["block_size"]:
-        raise ImageError(
-            f"{image_path}: size {checked.size} / block size {checked.block_size} differ from "
-            f"{manifest_path} ({recorded['size']} / {recorded['block_size']})",
-            "rebuild with doit overlay:<name>",
-        )
-    return checked

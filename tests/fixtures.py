@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from fexstack.factory.base import glibc_package
-from fexstack.factory.factory import Factory
-from fexstack.factory.spec import GpgKey, Package
+from testkit.factory.base import glibc_package
+from testkit.factory.factory import Factory
+from testkit.factory.spec import GpgKey, Package
 
 
 @pytest.fixture(scope="session")

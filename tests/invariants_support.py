@@ -6,8 +6,8 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from fexstack import command
-from fexstack.factory import Factory, Package, base_tree, glibc_package
 from invariants.view import Layer
+from testkit.factory import Factory, Package, base_tree, glibc_package
 
 _BASES: dict[tuple[str, bool], Path] = {}
 

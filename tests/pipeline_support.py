@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fexstack.factory import (
+from testkit.factory import (
     Factory,
     File,
     Library,

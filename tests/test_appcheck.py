@@ -20,13 +20,13 @@ from typing import Any
 import pytest
 
 from fexstack import jsonio
-from fexstack.factory import Executable, Factory, Library, base_tree, glibc_package
 from invariants.compat import ensure
 from invariants.view import Layer, layer
 from runner import appcheck
 from runner.launch import AppcheckResult, run_app
-from runner.packer import build_appimage
 from runner.profile import Profile, build_profile
+from testkit.factory import Executable, Factory, Library, base_tree, glibc_package
+from testkit.packer import build_appimage
 from tests.test_muvm import write_manifest
 
 # The toolchain root's (Debian's) loader searches these after ld.so.cache, not /usr/lib64;

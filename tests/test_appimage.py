@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 
 from fexstack.errors import RunError
-from runner import appimage, packer
+from runner import appimage
 from runner.appimage import Entry, extract, inspect, parse_listing
+from testkit import packer
 
 SHT_PROGBITS, SHT_NOBITS, SHT_STRTAB = 1, 8, 3
 

@@ -16,11 +16,11 @@ from typing import Any
 import pytest
 
 from fexstack import jsonio
-from fexstack.factory import Executable, Factory, Library
 from runner import appcheck, apprun
 from runner.appimage import extract
-from runner.packer import build_appimage
 from runner.profile import EXECSTACK_TUNABLE, with_execstack
+from testkit.factory import Executable, Factory, Library
+from testkit.packer import build_appimage
 from tests.test_appcheck import LIB_DIRS, PRESENT, World, make_appdir, world  # noqa: F401
 
 # Shaped like the AppRun Bambu's src/platform/unix/build_appimage.sh.in writes.

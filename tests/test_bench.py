@@ -9,8 +9,8 @@ import pytest
 
 from fexstack import jsonio
 from runner.bench import run_bench
-from runner.packer import build_appimage
 from runner.profile import build_profile
+from testkit.packer import build_appimage
 from tests.test_probe import fake_muvm_profile, native_base
 
 

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from fexstack.factory import Factory
-from overlays.build_command import Build
-from overlays.validator import validate_against_manifest
+from overlays.manifest import validate_against_manifest
+from tasks.build_command import Build
+from testkit.factory import Factory
 from tests import pipeline_support as ps
 
 

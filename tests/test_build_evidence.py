@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from fexstack import jsonio
-from fexstack.factory import Factory
+from testkit.factory import Factory
 from tests import pipeline_support as ps
 
 SEEDS = {"pipe-c": "the app links libpipe-c.so.1"}

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from fexstack.errors import RunError
-from runner import appimage, packer
+from runner import appimage
 from runner.entrypoint import Entrypoint, entrypoint
+from testkit import packer
 
 
 def _appdir(tmp_path: Path, apprun: bytes | None, mode: int = 0o755) -> Path:

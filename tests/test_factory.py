@@ -8,7 +8,7 @@ import pytest
 from elftools.elf.elffile import ELFFile
 
 from fexstack import command
-from fexstack.factory import (
+from testkit.factory import (
     Dir,
     Executable,
     Factory,

@@ -15,9 +15,9 @@ import pytest
 
 from fexstack import jsonio
 from fexstack.errors import FetchError
-from fexstack.factory import Factory, File, GpgKey, Package
 from overlays import fetch
 from overlays.stack import Repo
+from testkit.factory import Factory, File, GpgKey, Package
 from tests.craft_rpm import lock_of, locked
 
 FAST = {"tries": 3, "backoff": 0.01, "timeout": 5.0}

@@ -83,7 +83,7 @@ def xvfb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
 def gui(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A layer with xmessage and its libraries (the base has glibc), and the xwindow
     AppImage."""
-    from runner.packer import build_appimage
+    from testkit.packer import build_appimage
 
     work = tmp_path_factory.mktemp("gui")
     layer = work / "x11-layer"

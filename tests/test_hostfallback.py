@@ -104,9 +104,9 @@ def test_rpm_owners_from_a_real_rpmdb(privileged: None, factory: object, tmp_pat
     a missing one is said to be missing."""
     import subprocess
 
-    from fexstack.factory.factory import Factory
-    from fexstack.factory.spec import File, Package
     from runner import hostpackages
+    from testkit.factory.factory import Factory
+    from testkit.factory.spec import File, Package
 
     assert isinstance(factory, Factory)
     pkg = Package("bubblewrap", "0.11.0", "2", arch="noarch",

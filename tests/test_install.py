@@ -12,13 +12,13 @@ import pytest
 
 from fexstack import command, jsonio
 from fexstack.errors import StageError
-from fexstack.factory import Executable, Factory, File, Library, Package, Symlink
 from invariants.check import check_tree
 from invariants.policy import CheckPolicy
 from invariants.view import Layer, View
 from overlays import fetch, hostpkgs, staging
 from overlays.install import InstallRoot
 from overlays.lockfile import Lock
+from testkit.factory import Executable, Factory, File, Library, Package, Symlink
 from tests.craft_rpm import lock_of, locked
 from tests.invariants_support import base_layer, fedora_base
 from tests.test_stage import REPOS

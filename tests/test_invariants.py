@@ -12,13 +12,13 @@ import pytest
 
 from fexstack import digest, jsonio
 from fexstack.errors import CheckError
-from fexstack.factory import Executable, Factory, File, Library, Package, Symlink, glibc_package
 from invariants import compat, elf
 from invariants.check import check_tree
 from invariants.policy import CheckPolicy
 from invariants.report import Report, raise_on_failure, write_report
 from invariants.view import Layer
 from overlays.stack import ElfAllowance, Waiver
+from testkit.factory import Executable, Factory, File, Library, Package, Symlink, glibc_package
 from tests.invariants_support import base_layer, fedora_base, stage
 
 

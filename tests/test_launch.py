@@ -213,7 +213,7 @@ def test_deps_changed_after_preflight_is_caught(
 def test_blocking_appcheck_stops_unless_forced(
     muvm_profile: Profile, tmp_path: Path
 ) -> None:
-    from runner.packer import build_appimage
+    from testkit.packer import build_appimage
 
     appdir = tmp_path / "AppDir"
     appdir.mkdir()

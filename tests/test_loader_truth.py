@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 
 from fexstack import command
-from fexstack.factory import Executable, Factory, Library
 from invariants import compat
 from invariants.check import check_tree
 from invariants.policy import CheckPolicy
 from invariants.view import Layer, View
+from testkit.factory import Executable, Factory, Library
 from tests.invariants_support import base_layer, fedora_base
 
 LDSO = "/usr/lib64/ld-linux-x86-64.so.2"

@@ -19,12 +19,12 @@ import pytest
 
 from fexstack import jsonio
 from fexstack.errors import FetchError, FexstackError, LockError
-from fexstack.factory.base import glibc_package, write_kiwi_packages
-from fexstack.factory.factory import Factory
-from fexstack.factory.spec import File, Library, Package
 from overlays import location, lockfile, locking, why
 from overlays.lockfile import Reason
 from overlays.stack import Repo, Stack, load_stack
+from testkit.factory.base import glibc_package, write_kiwi_packages
+from testkit.factory.factory import Factory
+from testkit.factory.spec import File, Library, Package
 
 GLIBC = glibc_package("2.99")
 GLIBC3 = glibc_package("3.0")
@@ -487,8 +487,8 @@ def test_why_says_in_the_base_for_a_seed_the_base_carries(
 ) -> None:
     """Like gtk3 in stacks/bambu.toml: a seed Fedora's FEX RootFS already carries stays in
     the stack as documentation, and ``doit why:<stack> --package P`` says so."""
-    from overlays import tasks
     from overlays.project import Project as Checkout
+    from tasks import declare as tasks
 
     stack = project.write({"glibc": "the C library", "libfoo": "x"})
     lock = project.lock(stack).lock

@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 
 from fexstack import jsonio
-from fexstack.factory.base import glibc_package, write_kiwi_packages
-from fexstack.factory.factory import Factory
-from fexstack.factory.spec import Library, Package
 from overlays import location, lockfile, locking
 from overlays.stack import Stack, load_stack
+from testkit.factory.base import glibc_package, write_kiwi_packages
+from testkit.factory.factory import Factory
+from testkit.factory.spec import Library, Package
 
 GLIB = Library("libglib-2.0.so.0")
 SOUP2 = Library("libsoup-2.4.so.1", needs=(GLIB.soname,))

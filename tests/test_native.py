@@ -170,7 +170,7 @@ def test_appimage_end_to_end(
     privileged: None, layout: dict[str, object], tmp_path: Path
 ) -> None:
     """A real AppImage: extracted, its ELF AppRun started from the AppDir bound in."""
-    from runner.packer import build_appimage
+    from testkit.packer import build_appimage
 
     appdir = tmp_path / "AppDir"
     appdir.mkdir()

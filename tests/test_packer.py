@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 from elftools.elf.elffile import ELFFile
 
-from runner import appimage, packer
+from runner import appimage
 from runner.entrypoint import entrypoint
+from testkit import packer
 
 
 @pytest.fixture(scope="module")

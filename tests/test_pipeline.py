@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from fexstack import buildlock, jsonio
-from fexstack.factory import Factory, File, Package
-from overlays.validator import validate_against_manifest
+from overlays.manifest import validate_against_manifest
+from testkit.factory import Factory, File, Package
 from tests import pipeline_support as ps
 
 STEPS = ("compat:fixture", "lock:app", "fetch:app", "stage:app", "check:app", "image:app")

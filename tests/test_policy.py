@@ -6,9 +6,9 @@ import dataclasses
 from pathlib import Path
 
 from invariants.policy import CheckPolicy, ElfAllowance, KeptExecutable, Waiver
-from overlays import tasks
 from overlays.project import Project
 from overlays.stack import load_stack
+from tasks import declare as tasks
 from tests.test_stack import demo, stacks
 
 POLICY = """

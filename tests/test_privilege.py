@@ -31,7 +31,7 @@ ZERO_CAPS = "0000000000000000"
 
 @pytest.fixture(scope="module")
 def appimage(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from runner.packer import build_appimage
+    from testkit.packer import build_appimage
 
     work = tmp_path_factory.mktemp("privreport")
     appdir = work / "AppDir"

@@ -246,9 +246,9 @@ def test_gpu_probe_native_records_every_tool_absent(privileged: None, tmp_path: 
 
 def test_task_generators_cover_every_app_stack() -> None:
     from fexstack.errors import ConfigError
-    from overlays import tasks as tasking
     from overlays.project import Project
-    from runner import probetasks
+    from tasks import declare as tasking
+    from tasks import probes as probetasks
 
     project = Project(Path(__file__).resolve().parent.parent)
     infos = tasking.stacks(project)

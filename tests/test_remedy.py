@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from fexstack.factory import Executable, Factory, Library
 from invariants.check import check_tree
 from invariants.policy import CheckPolicy
 from invariants.report import Report
 from overlays.stack import load_stack
+from testkit.factory import Executable, Factory, Library
 from tests import pipeline_support as ps
 from tests.invariants_support import base_layer, fedora_base
 

@@ -16,11 +16,11 @@ from typing import Any
 import pytest
 
 from fexstack import jsonio
-from fexstack.factory import Factory
 from overlays import lockfile
 from overlays.image import image_uuid
 from overlays.manifest import sections as manifest_sections
-from overlays.validator import validate_against_manifest
+from overlays.manifest import validate_against_manifest
+from testkit.factory import Factory
 from tests import pipeline_support as ps
 
 # The manifest sections that say what the image is (the same wherever it is built).

@@ -11,8 +11,9 @@ import pytest
 
 from fexstack import jsonio
 from fexstack.errors import RunError
-from runner import appimage, packer
+from runner import appimage
 from runner.sanitize import gnu_property_remnants, sanitize
+from testkit import packer
 
 STEP = "strip-gnu-property"
 

@@ -14,10 +14,10 @@ import pytest
 
 from fexstack import command, jsonio
 from fexstack.errors import StageError
-from fexstack.factory import Dir, Factory, File, Package, Symlink
 from overlays import extract, fetch, staging
 from overlays.lockfile import Lock, LockedPackage
 from overlays.stack import Repo
+from testkit.factory import Dir, Factory, File, Package, Symlink
 from tests.craft_rpm import Entry, craft, lock_of, locked
 
 REPOS = {"test": Repo(id="test")}

@@ -13,7 +13,8 @@ from fexstack import command
 from fexstack.errors import ImageError, ToolError
 from overlays import manifest, validator
 from overlays.image import ImageInfo, build_image
-from overlays.validator import validate_against_manifest, validate_image
+from overlays.manifest import validate_against_manifest
+from overlays.validator import validate_image
 from tests.test_image import SEED, make_tree
 from tests.test_manifest import bare_content, bare_manifest
 

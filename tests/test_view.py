@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from fexstack import command, digest
-from fexstack.factory import Factory, Library
 from invariants import ldcache, view
 from invariants.view import Layer, Tree, View
+from testkit.factory import Factory, Library
 from tests.invariants_support import fedora_base
 
 

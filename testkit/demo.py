@@ -16,7 +16,8 @@ import shutil
 from pathlib import Path
 
 from fexstack import atomic
-from fexstack.factory import (
+from fexstack.paths import PROJECT_ROOT
+from testkit.factory import (
     Factory,
     File,
     Library,
@@ -25,7 +26,6 @@ from fexstack.factory import (
     glibc_package,
     write_kiwi_packages,
 )
-from fexstack.paths import PROJECT_ROOT
 
 SOURCES = PROJECT_ROOT / "demo"
 GLIBC_VERSION = "2.99"
@@ -121,6 +121,6 @@ def build_base(image: Path, packages_list: Path, *, workdir: Path) -> Path:
 
 def build_appimage(out: Path) -> Path:
     """The demo AppImage (``#!/bin/bash`` AppRun starting a program that needs the overlay)."""
-    from runner.packer import build_demo_appimage
+    from testkit.packer import build_demo_appimage
 
     return build_demo_appimage(out)

@@ -13,7 +13,7 @@ import shutil
 from pathlib import Path
 
 from fexstack import atomic, command
-from fexstack.factory.spec import FactoryError, GpgKey
+from testkit.factory.spec import FactoryError, GpgKey
 
 KEY_PARAMS = """\
 %no-protection

@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 
 from fexstack import atomic, command
-from fexstack.factory.spec import (
+from testkit.factory.spec import (
     Elf,
     Executable,
     FactoryError,

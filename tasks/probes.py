@@ -20,9 +20,10 @@ from typing import Any
 
 from fexstack.errors import ConfigError, RunError
 from overlays import pipeline
-from overlays import tasks as tasking
 from overlays.project import Project
 from overlays.stack import GPU_MODES, Stack
+from tasks import declare as tasking
+from tasks.action import action
 
 PROBE_GPU = "probe-gpu"
 
@@ -237,7 +238,7 @@ def bench(
 
 
 def _do(step: Any, *args: Any) -> Any:
-    return functools.partial(pipeline.action(step), *args)
+    return functools.partial(action(step), *args)
 
 
 def task_probe(

@@ -14,8 +14,8 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from fexstack import atomic, command
-from fexstack.factory.factory import Factory
-from fexstack.factory.spec import Dir, FactoryError, File, Package, Symlink
+from testkit.factory.factory import Factory
+from testkit.factory.spec import Dir, FactoryError, File, Package, Symlink
 
 RUNTIME_DIRS = (Path("/usr/lib/x86_64-linux-gnu"), Path("/usr/lib64"), Path("/lib64"))
 

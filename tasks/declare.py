@@ -25,6 +25,7 @@ from fexstack.errors import ConfigError, FexstackError, RunError
 from overlays import pipeline
 from overlays.project import Project
 from overlays.stack import Stack, buildable, load_stack
+from tasks.action import step_log
 
 # doit commands that never execute tasks (no build lock needed for them).
 READ_ONLY_COMMANDS = frozenset(
@@ -572,7 +573,7 @@ def _build_failed_evidence(
         return
     failed_task, message = culprit
     step, _, target = failed_task.partition(":")
-    log = pipeline.step_log(project, step, target)
+    log = step_log(project, step, target)
     # the step's own output (its error included) when this build ran it; else doit's message
     fresh = log.is_file() and log.stat().st_mtime >= started - 1
     text = log.read_text(errors="replace") if fresh else f"{message}\n"

@@ -20,10 +20,10 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from fexstack import atomic, command
-from fexstack.factory import specfile
-from fexstack.factory.compiler import Compiler
-from fexstack.factory.keyring import Keyring
-from fexstack.factory.spec import (
+from testkit.factory import specfile
+from testkit.factory.compiler import Compiler
+from testkit.factory.keyring import Keyring
+from testkit.factory.spec import (
     Executable,
     FactoryError,
     GpgKey,

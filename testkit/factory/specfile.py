@@ -13,7 +13,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from fexstack.factory.spec import (
+from testkit.factory.spec import (
     Content,
     Dir,
     Elf,

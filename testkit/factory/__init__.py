@@ -12,15 +12,15 @@ loader and glibc in the Fedora layout, and :func:`base_tree` lays packages out a
 directory base with its ld.so.cache.
 """
 
-from fexstack.factory.base import (
+from testkit.factory.base import (
     base_tree,
     glibc_package,
     libgcc_package,
     libstdcxx_package,
     write_kiwi_packages,
 )
-from fexstack.factory.factory import Factory
-from fexstack.factory.spec import (
+from testkit.factory.factory import Factory
+from testkit.factory.spec import (
     Dir,
     Executable,
     FactoryError,
