@@ -19,6 +19,7 @@ from typing import Any, TextIO
 from fexstack import __version__, jsonio
 from overlays.stack import GPU_MODES, Stack
 from runner import evidence, probe
+from runner.evidence import Outcome
 from runner.launch import PHASES, AppcheckResult, RunResult, run_app
 from runner.profile import DepsLayer, Profile, from_stack
 
@@ -153,7 +154,7 @@ def run_ab(
         "runs": rows,
         "compared": fields,
         **compared,
-        "all_pass": all(row["outcome"] == "PASS" for row in rows.values()),
+        "all_pass": all(row["outcome"] == Outcome.PASS for row in rows.values()),
     }
     jsonio.write(parent.dir / DIFF_NAME, doc, DIFF_SCHEMA)
     table = format_table(doc)

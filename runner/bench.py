@@ -24,6 +24,7 @@ from fexstack import __version__, atomic, jsonio
 from fexstack.errors import ConfigError
 from overlays.stack import Stack
 from runner import evidence
+from runner.evidence import Outcome
 from runner.launch import PHASES, AppcheckResult, RunResult, run_app, sanitized_dir
 from runner.profile import DepsLayer, Profile, from_stack
 
@@ -158,7 +159,7 @@ def run_bench(
         "appimage": str(profile.appimage) if profile.appimage is not None else None,
         "runs": records,
         "summary": summary,
-        "all_pass": all(r["outcome"] == "PASS" for r in records),
+        "all_pass": all(r["outcome"] == Outcome.PASS for r in records),
     }
     jsonio.write(parent.dir / BENCH_NAME, doc, BENCH_SCHEMA)
     table = format_table(doc)
@@ -181,7 +182,7 @@ def format_table(doc: Mapping[str, Any]) -> str:
     rows = [[p, _cell(doc["summary"]["cold"][p]), _cell(doc["summary"]["warm"][p])]
             for p in PHASES]  # fmt: skip
     widths = [max(len(head[i]), *(len(r[i]) for r in rows)) for i in range(3)]
-    passed = sum(1 for r in doc["runs"] if r["outcome"] == "PASS")
+    passed = sum(1 for r in doc["runs"] if r["outcome"] == Outcome.PASS)
     lines = [
         f"bench:{doc['name']} ({doc['backend']} backend): {doc['runs_per_kind']} cold, "
         f"{doc['runs_per_kind']} warm; {passed}/{len(doc['runs'])} PASS (seconds)",

@@ -11,6 +11,7 @@ directory with a report is a finished run. ``--out-dir`` puts the same files the
 from __future__ import annotations
 
 import datetime as dt
+import enum
 import os
 import re
 import sys
@@ -27,7 +28,20 @@ INPUTS_NAME = "inputs.json"
 REPORT_SCHEMA = "run-report"
 INPUTS_SCHEMA = "inputs"
 EVIDENCE_ENV = "FEXSTACK_EVIDENCE"
-OUTCOMES = ("PASS", "FAIL", "INFRA", "WINDOW_SEEN")  # WINDOW_SEEN: a GUI timeout, shown
+
+
+class Outcome(enum.StrEnum):
+    """How a run ended: run.report.json's ``outcome`` (its schema's enum)."""
+
+    PASS = "PASS"  # exited 0 (or reached --ready)
+    FAIL = "FAIL"  # the app failed or timed out
+    INFRA = "INFRA"  # the run never reached the app
+    WINDOW_SEEN = "WINDOW_SEEN"  # a GUI app showed its window and was ended by the timeout
+
+    @property
+    def ok(self) -> bool:
+        """The app ran as asked (a GUI app that never exits counts once its window shows)."""
+        return self in (Outcome.PASS, Outcome.WINDOW_SEEN)
 
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 

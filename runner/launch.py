@@ -35,6 +35,7 @@ from fexstack.errors import ConfigError, FexstackError, RunError
 from overlays.stack import Stack
 from runner import capture, display, evidence, hostinfo, identity, native, preflight, trace
 from runner import muvm as muvm_cli
+from runner.evidence import Outcome
 from runner.profile import GPU_ABSENT_REASON, DepsLayer, Layer, Profile, from_stack
 
 LOG_TAIL_LINES = 40
@@ -59,7 +60,7 @@ class AppcheckResult:
 @dataclass(frozen=True)
 class RunResult:
     evidence_dir: Path
-    outcome: str  # PASS, FAIL, INFRA, WINDOW_SEEN
+    outcome: Outcome
     reason: str
 
 
@@ -69,7 +70,7 @@ class _State:
 
     profile: Profile
     stage: str = "preflight"
-    outcome: str = "INFRA"
+    outcome: Outcome = Outcome.INFRA
     reason: str = "the run stopped before it finished"
     command: list[str] | None = None
     guest_command: list[str] | None = None
@@ -194,7 +195,7 @@ def _report(
 
 
 def _infra(state: _State, reason: str) -> None:
-    state.outcome = "INFRA"
+    state.outcome = Outcome.INFRA
     state.reason = reason
 
 
@@ -324,20 +325,20 @@ def _launch(
     reason = status.reason
     if result.stopped_on_ready and not result.timed_out and ready is not None:
         # ended by fexstack at the marker: the app got that far, which is the point
-        state.outcome = "PASS"
+        state.outcome = Outcome.PASS
         reason = (
             f"the ready marker {ready.pattern!r} appeared after {result.ready_seconds} s; "
             "the app was then stopped"
         )
     lines = [ln for ln in muvm_cli.meaningful_lines(result.text) if ln.strip()]
-    if status.outcome == "FAIL":
+    if status.outcome == Outcome.FAIL:
         loader = [ln.strip() for ln in lines if any(e in ln for e in LOADER_ERRORS)]
         if loader:
             reason += f" ({loader[-1]})"
-    if result.timed_out and monitor.seen and state.outcome == "FAIL":
+    if result.timed_out and monitor.seen and state.outcome == Outcome.FAIL:
         # a GUI app that does not exit: its window was shown, which is what it should do
         titles = ", ".join(repr(s.title) for s in monitor.seen)
-        state.outcome = "WINDOW_SEEN"
+        state.outcome = Outcome.WINDOW_SEEN
         reason = f"the app showed its window ({titles}) and was ended by the timeout"
     state.reason = reason
     state.log_tail = lines[-LOG_TAIL_LINES:]

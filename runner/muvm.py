@@ -15,6 +15,7 @@ from pathlib import Path
 
 from fexstack.errors import RunError
 from overlays.stack import GPU_MODES
+from runner.evidence import Outcome
 from runner.profile import Profile
 
 MAX_IMAGES = 26  # more misorder in the guest (vdaa sorts before vdb)
@@ -95,7 +96,7 @@ def muvm_argv(
 class GuestStatus:
     """What the output and exit status say about the guest command."""
 
-    outcome: str  # PASS, FAIL or INFRA
+    outcome: Outcome
     reason: str
     guest_status_code: int | None
     guest_signal: int | None
@@ -117,14 +118,14 @@ def interpret(
     for line in lines:
         if line == VM_CREATE_FAILED or line.startswith(VM_CREATE_FAILED):
             return GuestStatus(
-                "INFRA",
+                Outcome.INFRA,
                 "muvm could not create the microVM (an -f image is missing or unusable)",
                 None,
                 None,
             )
         if line == ROOTFS_MOUNT_FAILED:
             return GuestStatus(
-                "INFRA",
+                Outcome.INFRA,
                 "the guest could not mount the FEX rootfs images and ran without them",
                 None,
                 None,
@@ -137,27 +138,27 @@ def interpret(
             exec_error = line
     if timed_out:
         return GuestStatus(
-            "FAIL", "timed out: the run was ended by --timeout-seconds", code, guest_signal
+            Outcome.FAIL, "timed out: the run was ended by --timeout-seconds", code, guest_signal
         )
     if exec_error is not None:
         return GuestStatus(
-            "FAIL", f"the guest could not start the command: {exec_error}", code, guest_signal
+            Outcome.FAIL, f"the guest could not start the command: {exec_error}", code, guest_signal
         )
     if signal is not None:
-        return GuestStatus("FAIL", f"muvm was killed by signal {signal}", code, guest_signal)
+        return GuestStatus(Outcome.FAIL, f"muvm was killed by signal {signal}", code, guest_signal)
     if guest_signal is not None:
         return GuestStatus(
-            "FAIL", f"the guest command was terminated by signal {guest_signal}", code,
+            Outcome.FAIL, f"the guest command was terminated by signal {guest_signal}", code,
             guest_signal,
         )
     if code is None and exit_status not in (0, None):
         muvm_errors = [line for line in lines if line.startswith("Error: ")]
         if muvm_errors:
             return GuestStatus(
-                "INFRA", f"muvm failed before the guest ran: {muvm_errors[-1]}", None, None
+                Outcome.INFRA, f"muvm failed before the guest ran: {muvm_errors[-1]}", None, None
             )
     if code is None:
         code = exit_status
     if exit_status == 0 and code == 0:
-        return GuestStatus("PASS", "the guest command exited with status 0", 0, None)
-    return GuestStatus("FAIL", f"the guest command exited with status {code}", code, None)
+        return GuestStatus(Outcome.PASS, "the guest command exited with status 0", 0, None)
+    return GuestStatus(Outcome.FAIL, f"the guest command exited with status {code}", code, None)

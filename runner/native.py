@@ -44,6 +44,7 @@ from fexstack import atomic, command
 from fexstack.errors import FexstackError, RunError, ToolError
 from fexstack.paths import PROJECT_ROOT
 from runner import capture, identity
+from runner.evidence import Outcome
 from runner.identity import Identity
 from runner.muvm import FORWARDED_ENV, FORWARDED_ENV_PREFIXES, GuestStatus
 from runner.profile import Profile
@@ -285,19 +286,19 @@ def interpret(
     lines = [line.strip() for line in text.splitlines()]
     for line in lines:
         if line.startswith(SETUP_PREFIX):
-            return GuestStatus("INFRA", line.removeprefix("fexstack-native: "), None, None)
+            return GuestStatus(Outcome.INFRA, line.removeprefix("fexstack-native: "), None, None)
     if timed_out:
-        return GuestStatus("FAIL", "timed out: the run was ended by --timeout-seconds",
+        return GuestStatus(Outcome.FAIL, "timed out: the run was ended by --timeout-seconds",
                            exit_status, signal)
     for line in lines:
         if m := _EXEC_FAILED_RE.match(line):
-            return GuestStatus("FAIL", f"the app could not be started: {m.group(1)}",
+            return GuestStatus(Outcome.FAIL, f"the app could not be started: {m.group(1)}",
                                exit_status, None)
     if signal is not None:
-        return GuestStatus("FAIL", f"the app was terminated by signal {signal}", None, signal)
+        return GuestStatus(Outcome.FAIL, f"the app was terminated by signal {signal}", None, signal)
     if exit_status == 0:
-        return GuestStatus("PASS", "the app exited with status 0", 0, None)
-    return GuestStatus("FAIL", f"the app exited with status {exit_status}", exit_status, None)
+        return GuestStatus(Outcome.PASS, "the app exited with status 0", 0, None)
+    return GuestStatus(Outcome.FAIL, f"the app exited with status {exit_status}", exit_status, None)
 
 
 # --- the namespace side -------------------------------------------------------------

@@ -34,6 +34,7 @@ from fexstack import __version__, jsonio
 from fexstack.errors import ConfigError
 from overlays.stack import Stack
 from runner import capture, evidence
+from runner.evidence import Outcome
 from runner.launch import RunResult, run_app
 from runner.profile import DepsLayer, Profile, from_stack
 
@@ -364,9 +365,9 @@ def probe_document(
                 if not info["present"]
             ]
         doc["missing_tools"] = missing
-    if doc["guest"] is None and run.outcome == "PASS":
+    if doc["guest"] is None and run.outcome == Outcome.PASS:
         # the command exited 0 but its output is incomplete: not a trustworthy probe
-        doc["outcome"] = "FAIL"
+        doc["outcome"] = Outcome.FAIL
         doc["reason"] = "the probe's output is incomplete (no end marker in run.log)"
     return doc
 

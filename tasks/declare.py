@@ -397,7 +397,7 @@ def run(
         appcheck=appcheck_for(project, stack),
         privileged=privileged or None,
     )
-    if result.outcome not in ("PASS", "WINDOW_SEEN"):  # WINDOW_SEEN: a GUI app, shown
+    if not result.outcome.ok:
         raise RunError(
             f"run:{name} ended {result.outcome}: {result.reason}",
             f"see {result.evidence_dir}/run.log and run.report.json",

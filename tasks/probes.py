@@ -22,6 +22,7 @@ from fexstack.errors import ConfigError, RunError
 from overlays import pipeline
 from overlays.project import Project
 from overlays.stack import GPU_MODES, Stack
+from runner.evidence import Outcome
 from tasks import declare as tasking
 from tasks.action import action
 
@@ -123,7 +124,7 @@ def _path(text: str) -> Path | None:
 
 
 def _check(kind: str, outcome: str, reason: str, where: Path, files: str) -> None:
-    if outcome != "PASS":
+    if outcome != Outcome.PASS:
         raise RunError(f"{kind} ended {outcome}: {reason}", f"see {where} ({files})")
 
 
@@ -227,7 +228,7 @@ def bench(
     )  # fmt: skip
     if not result.all_pass:
         failed = [f"{r['kind']}-{r['index']} {r['outcome']}" for r in result.doc["runs"]
-                  if r["outcome"] != "PASS"]  # fmt: skip
+                  if r["outcome"] != Outcome.PASS]  # fmt: skip
         raise RunError(
             f"bench:{name}: {', '.join(failed)}",
             f"see {result.dir}/bench.json and the failed runs' run.log",

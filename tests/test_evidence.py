@@ -115,3 +115,12 @@ def test_announce_says_where(tmp_path: Path) -> None:
     out = io.StringIO()
     evidence.announce(ev, "INFRA", "preflight: muvm: missing", out)
     assert out.getvalue() == f"INFRA: preflight: muvm: missing\nevidence: {ev.dir}\n"
+
+
+def test_outcome_enum_is_the_report_schema_enum() -> None:
+    from runner.evidence import Outcome
+
+    schema = jsonio.schema("run-report")
+    assert schema["properties"]["outcome"]["enum"] == [o.value for o in Outcome]
+    assert [o for o in Outcome if o.ok] == [Outcome.PASS, Outcome.WINDOW_SEEN]
+    assert jsonio.dumps({"outcome": Outcome.INFRA}) == jsonio.dumps({"outcome": "INFRA"})
