@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import jsonschema
 
-from fexstack import atomic
+from fexstack import atomic, schemacheck
 
 # The schema folders, each registered by the package that owns it (its __init__.py):
 # this module knows nothing of the packages above it.
@@ -41,25 +40,30 @@ def schema(name: str) -> dict[str, Any]:
     raise KeyError(f"no schema named {name!r} in {', '.join(map(str, SCHEMA_DIRS))}")
 
 
+@functools.cache
+def _compiled(name: str) -> schemacheck.Check | None:
+    try:
+        return schemacheck.compile_schema(schema(name))
+    except schemacheck.Unsupported:
+        return None
+
+
 def validate(obj: Any, schema_name: str) -> None:
-    """Raise ``jsonschema.ValidationError`` if ``obj`` does not match the schema."""
+    """Raise ``jsonschema.ValidationError`` if ``obj`` does not match the schema.
+
+    Every document is checked in full, in the build as in the tests: the schema compiled
+    into plain checks (:mod:`fexstack.schemacheck`, microseconds per file entry) decides,
+    and jsonschema is asked only for the error of a document the check refuses.
+    """
+    check = _compiled(schema_name)
+    if check is not None and check(obj):
+        return
     jsonschema.Draft202012Validator(schema(schema_name)).validate(obj)
 
 
-def validating_bulk() -> bool:
-    """Whether bulk documents are validated too (``FEXSTACK_VALIDATE=1``; the tests set it)."""
-    return os.environ.get("FEXSTACK_VALIDATE", "") == "1"
-
-
-def write(path: Path, obj: Any, schema_name: str | None = None, *, bulk: bool = False) -> None:
-    """Validate (when a schema is named) and write ``obj`` atomically as sorted JSON.
-
-    ``bulk`` marks a document whose size grows with the number of files in a tree (an
-    extracted package's file list, owners.json, a manifest): validating 30,000 entries
-    with jsonschema costs seconds per build, so those are validated only when
-    :func:`validating_bulk` (always in the test suite, where every writer is exercised).
-    """
-    if schema_name is not None and (not bulk or validating_bulk()):
+def write(path: Path, obj: Any, schema_name: str | None = None) -> None:
+    """Validate (when a schema is named) and write ``obj`` atomically as sorted JSON."""
+    if schema_name is not None:
         validate(obj, schema_name)
     atomic.write_text(path, dumps(obj))
 

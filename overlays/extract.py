@@ -124,8 +124,7 @@ def extract(rpm_file: Path, sha256: str, *, cache: Path, package: str) -> Extrac
     try:
         os.chmod(tmp, 0o755)
         meta = _Extraction(rpm_file, sha256, package, tmp / "tree").run()
-        # Bulk: schema-checked in the tests (FEXSTACK_VALIDATE=1); reuse audits it.
-        jsonio.write(tmp / "meta.json", meta, "extracted", bulk=True)
+        jsonio.write(tmp / "meta.json", meta, "extracted")
         published = _publish(tmp, folder, sha256)
     except BaseException:
         atomic.remove(tmp)

@@ -232,27 +232,9 @@ def _validate(manifest: Any, where: str) -> None:
         ) from exc
 
 
-def _skeleton(manifest: Mapping[str, Any]) -> dict[str, Any]:
-    """``manifest`` with its file list cut to the first entry of each type (for a quick check)."""
-    files = manifest.get("files")
-    if not isinstance(files, list):
-        return dict(manifest)
-    firsts: dict[Any, Any] = {}
-    for doc in files:
-        kind = doc.get("type") if isinstance(doc, dict) else None
-        firsts.setdefault(kind, doc)
-    return {**manifest, "files": list(firsts.values())}
-
-
 def write_manifest(path: Path, manifest: Mapping[str, Any]) -> None:
-    """Validate ``manifest`` and write it atomically as sorted JSON.
-
-    The file list grows with the tree (30,000 entries take jsonschema seconds), so like
-    :func:`fexstack.jsonio.write`'s bulk documents it is validated in full only when
-    :func:`fexstack.jsonio.validating_bulk` (always in the tests); otherwise everything
-    but the file list is, with one file entry of each type.
-    """
-    _validate(manifest if jsonio.validating_bulk() else _skeleton(manifest), str(path))
+    """Validate ``manifest`` (its whole file list too) and write it atomically as sorted JSON."""
+    _validate(manifest, str(path))
     jsonio.write(path, dict(manifest))
 
 

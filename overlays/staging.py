@@ -147,7 +147,7 @@ def stage_lock(
         link_modes = _assemble(tmp, winners, extractions)
 
     owner_map = {path: claim.package for path, claim in winners.items()}
-    jsonio.write(owners, owner_map, "owners", bulk=True)
+    jsonio.write(owners, owner_map, "owners")
     setuid = sorted(p for p, c in winners.items() if c.entry.get("setuid") or c.entry.get("setgid"))
     caps = {
         p: str(c.entry["caps_dropped"]) for p, c in winners.items() if "caps_dropped" in c.entry
@@ -173,7 +173,6 @@ def stage_lock(
             "dropped": list(installed.dropped),
         },
         "stage",
-        bulk=True,  # "shared" and "dir_mode_differences" grow with the tree
     )
     log.info(
         "stage %s: %d packages (%d extracted, %d reused), %d paths, %.1f s",

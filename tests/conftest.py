@@ -39,8 +39,6 @@ def _isolated_cache(
     """Point fexstack's cache at a per-session temp folder, never the user's."""
     cache = tmp_path_factory.getbasetemp() / "fexstack-cache"
     monkeypatch.setenv("FEXSTACK_CACHE", str(cache))
-    # Validate every JSON document fexstack writes, bulk ones included (see jsonio.write).
-    monkeypatch.setenv("FEXSTACK_VALIDATE", "1")
 
 
 # The fixture factory's pytest fixtures (factory, base trees, signing keys).

@@ -213,10 +213,7 @@ def test_manifest_describes_the_image_not_a_later_tree(tmp_path: Path) -> None:
     assert again == doc
 
 
-def test_write_checks_the_skeleton_without_bulk_validation(
-    proj: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.delenv("FEXSTACK_VALIDATE")
+def test_write_validates_the_whole_manifest(proj: dict[str, Any], tmp_path: Path) -> None:
     path = tmp_path / "m.json"
     manifest.write_manifest(path, proj["doc"])
     assert manifest.read_manifest(path) == proj["doc"]
@@ -227,6 +224,11 @@ def test_write_checks_the_skeleton_without_bulk_validation(
     bad = json.loads(jsonio.dumps(proj["doc"]))
     bad["files"][0]["generated_at"] = "2026-01-01T00:00:00Z"  # the first dir entry
     with pytest.raises(ImageError, match="files/0"):
+        manifest.write_manifest(path, bad)
+    last = len(proj["doc"]["files"]) - 1  # not the first entry of its type: checked too
+    bad = json.loads(jsonio.dumps(proj["doc"]))
+    bad["files"][last]["size"] = -1
+    with pytest.raises(ImageError, match=f"files/{last}"):
         manifest.write_manifest(path, bad)
     assert manifest.read_manifest(path) == proj["doc"]
 

@@ -1,0 +1,114 @@
+"""The compiled schema check agrees with jsonschema, keyword by keyword and on real schemas."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+
+from fexstack import jsonio, schemacheck
+
+CASES: list[tuple[dict[str, Any], list[Any]]] = [
+    ({"type": "integer"}, [1, 1.0, 1.5, True, "1", None, 10**30]),
+    ({"type": ["string", "null"]}, ["a", None, 0, []]),
+    ({"type": "number", "minimum": 0, "maximum": 10}, [0, -1, 10, 10.5, "x", False]),
+    ({"enum": [1, "a", None]}, [1, True, 1.0, "a", "b", None]),
+    ({"const": False}, [False, 0, None]),
+    ({"type": "string", "minLength": 2, "maxLength": 3, "pattern": "^[a-f]+$"},
+     ["ab", "a", "abcd", "xy", "abc", 5]),
+    ({"type": "object", "required": ["a"], "properties": {"a": {"type": "integer"}},
+      "additionalProperties": False}, [{"a": 1}, {"a": "x"}, {}, {"a": 1, "b": 2}, []]),
+    ({"type": "object", "additionalProperties": {"type": "string"},
+      "propertyNames": {"pattern": "^/"}}, [{"/x": "y"}, {"x": "y"}, {"/x": 1}, {}]),
+    ({"type": "array", "items": {"type": "integer"}, "minItems": 1, "maxItems": 2},
+     [[1], [], [1, 2, 3], ["a"], {}]),
+    ({"type": "object", "properties": {"ab": {"type": "integer"}},
+      "patternProperties": {"^a": {"minimum": 5}, "^x": {"type": "string"}},
+      "additionalProperties": False}, [{"ab": 6}, {"ab": 4}, {"ac": 4}, {"ac": 9}, {"x": "s"},
+                                       {"x": 1}, {"q": 1}]),
+    ({"oneOf": [{"type": "integer"}, {"minimum": 5}]}, [1, 6, 5.5, "x"]),
+    ({"anyOf": [{"type": "string"}, {"type": "null"}]}, ["x", None, 1]),
+    ({"allOf": [{"minimum": 1}, {"maximum": 2}], "not": {"const": 2}}, [1, 2, 3, 0]),
+    ({"if": {"properties": {"kind": {"const": "file"}}},
+      "then": {"required": ["size"]}, "else": {"required": ["target"]}},
+     [{"kind": "file", "size": 1}, {"kind": "file"}, {"kind": "link", "target": "x"},
+      {"kind": "link"}]),
+    ({"$defs": {"node": {"type": "object", "properties": {"next": {"$ref": "#/$defs/node"}},
+                         "additionalProperties": False}}, "$ref": "#/$defs/node"},
+     [{}, {"next": {}}, {"next": {"next": {"x": 1}}}, {"next": 1}]),
+]
+
+
+@pytest.mark.parametrize(("schema", "instances"), CASES)
+def test_agrees_with_jsonschema(schema: dict[str, Any], instances: list[Any]) -> None:
+    check = schemacheck.compile_schema(schema)
+    reference = jsonschema.Draft202012Validator(schema)
+    verdicts = [(instance, check(instance)) for instance in instances]
+    assert verdicts == [(instance, reference.is_valid(instance)) for instance in instances]
+    assert {v for _, v in verdicts} == {True, False}  # each case has both kinds
+
+
+def test_unknown_keyword_is_left_to_jsonschema() -> None:
+    with pytest.raises(schemacheck.Unsupported, match="uniqueItems"):
+        schemacheck.compile_schema({"items": {"uniqueItems": True}})
+
+
+def _mutations(doc: Any) -> list[Any]:
+    """``doc`` with one leaf at a time replaced by a value of another type."""
+    out: list[Any] = []
+
+    def walk(node: Any, path: tuple[Any, ...]) -> None:
+        items = node.items() if isinstance(node, dict) else enumerate(node) \
+            if isinstance(node, list) else ()
+        for key, value in items:
+            if isinstance(value, (dict, list)) and value:
+                walk(value, (*path, key))
+                continue
+            changed = copy.deepcopy(doc)
+            target = changed
+            for part in path:
+                target = target[part]
+            target[key] = {"unexpected": True} if not isinstance(value, dict) else 7
+            out.append(changed)
+
+    walk(doc, ())
+    return out[:400]
+
+
+def test_real_schemas_compile_and_agree_on_mutated_documents() -> None:
+    import invariants
+    import overlays
+    import runner
+
+    registered = {Path(p.__file__).parent / "schemas" for p in (invariants, overlays, runner)}
+    assert registered <= set(jsonio.SCHEMA_DIRS)
+    doc = json.loads(jsonio.dumps({
+        "format": 1, "rpm_sha256": "ab" * 32,
+        "package": {"name": "x", "epoch": 0, "version": "1", "release": "1", "arch": "x86_64"},
+        "files": {
+            "/usr/lib64/libx.so.1": {"type": "file", "size": 3, "mode": 0o644,
+                                     "sha256": "cd" * 32},
+            "/usr/lib64/libx.so": {"type": "symlink", "mode": 0o777, "target": "libx.so.1"},
+            "/usr/bin/x": {"type": "file", "size": 0, "mode": 0o4755, "sha256": "ef" * 32,
+                           "setuid": True},
+        },
+        "ghosts": ["/var/log/x"], "setuid": ["/usr/bin/x"], "caps_dropped": {}, "fifos": [],
+    }))
+    check = schemacheck.compile_schema(jsonio.schema("extracted"))
+    reference = jsonschema.Draft202012Validator(jsonio.schema("extracted"))
+    assert check(doc) and reference.is_valid(doc)
+    mutated = _mutations(doc)
+    assert len(mutated) > 15
+    for candidate in mutated:
+        assert check(candidate) == reference.is_valid(candidate), candidate
+    dropped = [copy.deepcopy(doc) for _ in range(3)]
+    del dropped[0]["files"]["/usr/bin/x"]["sha256"]  # a file needs its digest (if/then)
+    del dropped[1]["files"]["/usr/lib64/libx.so"]["target"]
+    dropped[2]["files"]["relative"] = {"type": "dir", "mode": 0o755}  # propertyNames
+    assert [check(d) for d in dropped] == [reference.is_valid(d) for d in dropped] == [False] * 3
+    for name in ("extracted", "owners", "stage", "manifest", "invariants", "run-report"):
+        assert callable(schemacheck.compile_schema(jsonio.schema(name))), name
