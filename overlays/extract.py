@@ -1,5 +1,9 @@
 """Safe extraction of one RPM's payload into the per-RPM cache.
 
+Three parts: :mod:`overlays.payload` reads the header and the cpio payload,
+:mod:`overlays.safetree` writes without following symlinks, and this module checks each
+entry against the header between them and keeps the cache.
+
 Each package is extracted once, into ``<cache>/extracted/<sha256>/``::
 
     tree/        the payload, rooted at "/" (owned by whoever runs fexstack)
@@ -31,58 +35,43 @@ Policy, recorded in meta.json:
 
 from __future__ import annotations
 
-import bz2
 import contextlib
 import errno
-import gzip
 import hashlib
-import io
 import logging
-import lzma
 import os
 import stat
-import struct
 import tempfile
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, cast
+from typing import Any
 
 import rpm
 
-from fexstack import atomic, command, jsonio
-from fexstack.errors import StageError, ToolError
-
-try:  # Python 3.14+; older Pythons decompress zstd payloads through rpm2cpio
-    from compression import zstd  # type: ignore[import-not-found,unused-ignore]
-except ImportError:  # pragma: no cover
-    zstd = None
+from fexstack import atomic, jsonio
+from fexstack.errors import StageError
+from overlays.payload import (
+    CHUNK,
+    DIGEST_ALGOS,
+    NEWC_MAGIC,
+    STRIPPED_MAGIC,
+    TRAILER,
+    CpioEntry,
+    HeaderFile,
+    Reader,
+    file_type,
+    header_files,
+    open_payload,
+    read_header,
+    text,
+)
+from overlays.safetree import BAD_PARTS, CREATE_FILE, OPEN_DIR, DirFds, write_all
 
 log = logging.getLogger("fexstack.extract")
 
 EXTRACTED = "extracted"
 FORMAT = 1
-CHUNK = 1 << 20
-BUFFER = 1 << 18  # decompressed bytes read at a time for the cpio headers
-RPMFILE_GHOST = 1 << 6
-LEAD_SIZE = 96
-HEADER_MAGIC = b"\x8e\xad\xe8\x01"
-NEWC_MAGIC = b"070701"
-STRIPPED_MAGIC = b"07070X"  # rpm 6 (v6 packages): no names, an index into the header
-TRAILER = "TRAILER!!!"
-DIGEST_ALGOS = {
-    1: "md5",
-    2: "sha1",
-    8: "sha256",
-    9: "sha384",
-    10: "sha512",
-    11: "sha224",
-    12: "sha3_256",
-    14: "sha3_512",
-}
-OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-BAD_PARTS = frozenset(("", ".", ".."))
-CREATE_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 def extracted_dir(cache: Path, sha256: str) -> Path:
@@ -188,7 +177,7 @@ def _audit(tree: Path, meta: Mapping[str, Any]) -> str | None:
             st = os.lstat(root + path)
         except FileNotFoundError:
             return f"{path} is missing"
-        if _kind(st.st_mode) != entry["type"] or stat.S_IMODE(st.st_mode) != entry["mode"]:
+        if file_type(st.st_mode) != entry["type"] or stat.S_IMODE(st.st_mode) != entry["mode"]:
             return f"{path} changed type or mode"
         if entry["type"] == "file" and st.st_size != entry["size"]:
             return f"{path} changed size"
@@ -211,194 +200,6 @@ def _check_sha256(rpm_file: Path, sha256: str, package: str) -> None:
         )
 
 
-def _kind(mode: int) -> str:
-    if stat.S_ISREG(mode):
-        return "file"
-    if stat.S_ISDIR(mode):
-        return "dir"
-    if stat.S_ISLNK(mode):
-        return "symlink"
-    if stat.S_ISFIFO(mode):
-        return "fifo"
-    if stat.S_ISCHR(mode):
-        return "char device"
-    if stat.S_ISBLK(mode):
-        return "block device"
-    if stat.S_ISSOCK(mode):
-        return "socket"
-    return f"unknown type {mode:o}"
-
-
-@dataclass
-class _HeaderFile:
-    index: int
-    inode: int
-    nlink: int
-    mode: int
-    size: int
-    digest: str
-    linkto: str
-    caps: str
-    user: str
-    group: str
-    ghost: bool
-
-
-@dataclass
-class _CpioEntry:
-    name: str
-    ino: int
-    mode: int
-    nlink: int
-    size: int
-
-
-def payload_offset(fh: IO[bytes], rpm_file: Path, package: str) -> int:
-    """Offset of the payload: after the lead, the signature header (8-aligned), the header."""
-
-    def header_end(offset: int) -> int:
-        fh.seek(offset)
-        intro = fh.read(16)
-        if len(intro) != 16 or intro[:4] != HEADER_MAGIC:
-            raise StageError(
-                f"package {package}: {rpm_file} is not an RPM (no header at byte {offset})",
-                "run the fetch step again; if it persists the package is broken upstream",
-            )
-        count, data = struct.unpack(">II", intro[8:16])
-        return int(offset + 16 + 16 * count + data)
-
-    signature_end = header_end(LEAD_SIZE)
-    return header_end((signature_end + 7) // 8 * 8)
-
-
-def read_header(rpm_file: Path, package: str) -> rpm.hdr:
-    """The RPM header, read without signature or digest checks (fetch did those)."""
-    ts = rpm.TransactionSet()
-    ts.setVSFlags(rpm._RPMVSF_NOSIGNATURES | rpm._RPMVSF_NODIGESTS)
-    fd = os.open(rpm_file, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        return ts.hdrFromFdno(fd)
-    except rpm.error as exc:
-        raise StageError(
-            f"package {package}: rpm cannot read the header of {rpm_file}: {exc}",
-            "run the fetch step again; if it persists the package is broken upstream",
-        ) from exc
-    finally:
-        os.close(fd)
-
-
-def _header_files(hdr: rpm.hdr) -> dict[str, _HeaderFile]:
-    files: dict[str, _HeaderFile] = {}
-    for index, f in enumerate(rpm.files(hdr)):
-        files[f.name] = _HeaderFile(
-            index=index,
-            inode=f.inode,
-            nlink=f.nlink,
-            mode=f.mode,
-            size=f.size,
-            digest=f.digest or "",
-            linkto=f.linkto or "",
-            caps=f.caps or "",
-            user=f.user or "root",
-            group=f.group or "root",
-            ghost=bool(f.fflags & RPMFILE_GHOST),
-        )
-    return files
-
-
-def _text(value: Any) -> str:
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
-
-
-@contextlib.contextmanager
-def _payload(rpm_file: Path, hdr: rpm.hdr, package: str) -> Iterator[IO[bytes]]:
-    """The decompressed payload as a stream."""
-    compressor = _text(hdr[rpm.RPMTAG_PAYLOADCOMPRESSOR] or "gzip")
-    fmt = _text(hdr[rpm.RPMTAG_PAYLOADFORMAT] or "cpio")
-    if fmt != "cpio":
-        raise StageError(
-            f"package {package}: payload format {fmt!r} is not supported (only cpio)",
-            "this package was built by an rpm fexstack does not know; report it",
-        )
-    with open(rpm_file, "rb") as raw:
-        raw.seek(payload_offset(raw, rpm_file, package))
-        stream = _decompressor(compressor, raw)
-        if stream is None:
-            yield io.BytesIO(_rpm2cpio(rpm_file, package))
-            return
-        with stream:
-            yield stream
-
-
-def _decompressor(compressor: str, raw: IO[bytes]) -> IO[bytes] | None:
-    """A stream decompressing ``raw``, or None to let rpm2cpio do it."""
-    if compressor == "zstd":
-        return zstd.ZstdFile(raw) if zstd is not None else None
-    if compressor in ("xz", "lzma"):
-        return lzma.LZMAFile(raw)
-    if compressor == "gzip":
-        return cast(IO[bytes], gzip.GzipFile(fileobj=raw))
-    if compressor == "bzip2":
-        return bz2.BZ2File(raw)
-    if compressor in ("identity", "none"):
-        return raw
-    return None
-
-
-def _rpm2cpio(rpm_file: Path, package: str) -> bytes:
-    try:
-        return command.run(["rpm2cpio", rpm_file]).stdout or b""
-    except ToolError as exc:
-        raise StageError(
-            f"package {package}: cannot decompress the payload of {rpm_file}",
-            "install rpm2cpio or use Python 3.14+ (compression.zstd)",
-        ) from exc
-
-
-class _Reader:
-    """Exact reads from the decompressed payload, tracking the offset for padding.
-
-    Reads the stream in blocks of :data:`BUFFER` and slices entries' small fields from
-    them: one ``read`` of a decompressing file per field costs more than the field.
-    """
-
-    def __init__(self, stream: IO[bytes], package: str) -> None:
-        self.stream = stream
-        self.package = package
-        self.offset = 0
-        self.buf = b""
-        self.pos = 0
-
-    def exact(self, size: int) -> bytes:
-        pos = self.pos
-        end = pos + size
-        if end <= len(self.buf):
-            self.pos = end
-            self.offset += size
-            return self.buf[pos:end]
-        chunks = [self.buf[pos:]]
-        have = len(chunks[0])
-        while have < size:
-            block = self.stream.read(max(BUFFER, size - have))
-            if not block:
-                raise StageError(
-                    f"package {self.package}: the payload ends early (truncated cpio archive)",
-                    "run the fetch step again; if it persists the package is broken upstream",
-                )
-            chunks.append(block)
-            have += len(block)
-        joined = b"".join(chunks)
-        self.buf = joined
-        self.pos = size
-        self.offset += size
-        return joined if have == size else joined[:size]
-
-    def align(self) -> None:
-        pad = -self.offset % 4
-        if pad:
-            self.exact(pad)
-
-
 class _Extraction:
     """One extraction run: header facts, the tree being written, what was recorded."""
 
@@ -410,7 +211,7 @@ class _Extraction:
         self.files: dict[str, dict[str, Any]] = {}
         self.dir_modes: dict[str, int] = {}
         self.digests: dict[str, str] = {}
-        self.header: dict[str, _HeaderFile] = {}
+        self.header: dict[str, HeaderFile] = {}
         self.by_index: list[str] = []
         self.last_link: dict[int, int] = {}  # inode -> highest index of its hardlink set
         self.algo = 0
@@ -419,7 +220,7 @@ class _Extraction:
 
     def run(self) -> dict[str, Any]:
         hdr = read_header(self.rpm_file, self.package)
-        self.header = _header_files(hdr)
+        self.header = header_files(hdr)
         self.by_index = sorted(self.header, key=lambda p: self.header[p].index)
         for known in self.header.values():
             if known.index > self.last_link.get(known.inode, -1):
@@ -429,8 +230,8 @@ class _Extraction:
         self.root_fd = os.open(self.tree, OPEN_DIR)
         self.dirs = DirFds(self.root_fd, self._made)
         try:
-            with _payload(self.rpm_file, hdr, self.package) as stream:
-                self._entries(_Reader(stream, self.package))
+            with open_payload(self.rpm_file, hdr, self.package) as stream:
+                self._entries(Reader(stream, self.package))
             self._finish_dirs()
         finally:
             self.dirs.close()
@@ -449,7 +250,7 @@ class _Extraction:
             "(drop it from the stack's seeds or exclude it, then re-lock)",
         )
 
-    def _entries(self, reader: _Reader) -> None:
+    def _entries(self, reader: Reader) -> None:
         pending: dict[int, list[str]] = {}  # hardlink groups still waiting for their data
         written: dict[int, str] = {}  # hardlink groups: inode -> path holding the data
         assert self.dirs is not None
@@ -462,7 +263,7 @@ class _Extraction:
                 self._skip(reader, entry)  # the root itself (a base's filesystem package)
                 continue
             path = self._check(entry)
-            kind = _kind(entry.mode)
+            kind = file_type(entry.mode)
             if kind == "file" and entry.nlink > 1:
                 if entry.ino in written:
                     self._skip(reader, entry)
@@ -510,7 +311,7 @@ class _Extraction:
                 self.dirs.trim()
                 self._check_digest(path, self._hash(path))
 
-    def _next(self, reader: _Reader) -> _CpioEntry:
+    def _next(self, reader: Reader) -> CpioEntry:
         magic = reader.exact(6)
         if magic == STRIPPED_MAGIC:
             return self._next_stripped(reader)
@@ -542,9 +343,9 @@ class _Extraction:
             raise self._error(repr(raw), "is not a UTF-8 file name") from exc
         if "\0" in name:
             raise self._error(name, "contains a NUL byte")
-        return _CpioEntry(name=name, ino=fields[0], mode=fields[1], nlink=fields[4], size=fields[6])
+        return CpioEntry(name=name, ino=fields[0], mode=fields[1], nlink=fields[4], size=fields[6])
 
-    def _next_stripped(self, reader: _Reader) -> _CpioEntry:
+    def _next_stripped(self, reader: Reader) -> CpioEntry:
         """An entry of rpm 6's stripped cpio: a file index into the header, then the data.
 
         Metadata comes from the header. Data follows for regular files (for a hardlink set,
@@ -569,11 +370,11 @@ class _Extraction:
             known.nlink <= 1 or index == self.last_link[known.inode]
         ):
             size = known.size
-        return _CpioEntry(
+        return CpioEntry(
             name="." + path, ino=known.inode, mode=known.mode, nlink=known.nlink, size=size
         )
 
-    def _check(self, entry: _CpioEntry) -> str:
+    def _check(self, entry: CpioEntry) -> str:
         """The entry's absolute path, once its name, type and header record check out."""
         name = entry.name
         if name.startswith("./"):
@@ -586,7 +387,7 @@ class _Extraction:
         if any(p in ("", ".") for p in parts):
             raise self._error(entry.name, "has an empty or '.' component: refused")
         path = "/" + name
-        kind = _kind(entry.mode)
+        kind = file_type(entry.mode)
         if kind not in ("file", "dir", "symlink", "fifo"):
             raise self._error(path, f"is a {kind}: refused (no device nodes or sockets)")
         if path in self.files:
@@ -618,13 +419,13 @@ class _Extraction:
     def _made(self, path: str) -> None:
         self.dir_modes.setdefault(path, 0o755)
 
-    def _skip(self, reader: _Reader, entry: _CpioEntry) -> None:
+    def _skip(self, reader: Reader, entry: CpioEntry) -> None:
         remaining = entry.size
         while remaining:
             remaining -= len(reader.exact(min(CHUNK, remaining)))
         reader.align()
 
-    def _file(self, reader: _Reader, path: str, entry: _CpioEntry) -> None:
+    def _file(self, reader: Reader, path: str, entry: CpioEntry) -> None:
         parent, name = self._parent(path)
         digest = hashlib.sha256()
         try:
@@ -637,7 +438,7 @@ class _Extraction:
                 chunk = reader.exact(min(CHUNK, remaining))
                 remaining -= len(chunk)
                 digest.update(chunk)
-                _write_all(fd, chunk)
+                write_all(fd, chunk)
             os.fchmod(fd, stat.S_IMODE(entry.mode))
             os.utime(fd, ns=(0, 0))
         finally:
@@ -649,7 +450,7 @@ class _Extraction:
         parent, name = self._parent(path)
         fd = os.open(name, CREATE_FILE, 0o600, dir_fd=parent)
         try:
-            _write_all(fd, data)
+            write_all(fd, data)
             os.fchmod(fd, mode)
             os.utime(fd, ns=(0, 0))
         finally:
@@ -739,9 +540,9 @@ class _Extraction:
         os.chmod(self.root_fd, 0o755)
         os.utime(self.root_fd, ns=(0, 0))
 
-    def _record(self, path: str, entry: _CpioEntry, target: bytes | None = None) -> None:
+    def _record(self, path: str, entry: CpioEntry, target: bytes | None = None) -> None:
         known = self.header[path]
-        kind = _kind(entry.mode)
+        kind = file_type(entry.mode)
         mode = stat.S_IMODE(entry.mode)
         record: dict[str, Any] = {"type": kind, "mode": mode}
         if kind == "file":
@@ -765,11 +566,11 @@ class _Extraction:
     def _meta(self, hdr: rpm.hdr) -> dict[str, Any]:
         epoch = hdr[rpm.RPMTAG_EPOCH]
         package = {
-            "name": _text(hdr[rpm.RPMTAG_NAME]),
+            "name": text(hdr[rpm.RPMTAG_NAME]),
             "epoch": int(epoch) if epoch is not None else 0,
-            "version": _text(hdr[rpm.RPMTAG_VERSION]),
-            "release": _text(hdr[rpm.RPMTAG_RELEASE]),
-            "arch": _text(hdr[rpm.RPMTAG_ARCH] or "noarch"),
+            "version": text(hdr[rpm.RPMTAG_VERSION]),
+            "release": text(hdr[rpm.RPMTAG_RELEASE]),
+            "arch": text(hdr[rpm.RPMTAG_ARCH] or "noarch"),
         }
         files = self.files
         return {
@@ -782,79 +583,3 @@ class _Extraction:
             "caps_dropped": {p: f["caps_dropped"] for p, f in files.items() if "caps_dropped" in f},
             "fifos": sorted(p for p, f in files.items() if f["type"] == "fifo"),
         }
-
-
-class DirFds:
-    """Directory fds below ``root_fd``, each opened once with ``O_NOFOLLOW`` and kept.
-
-    :meth:`parent` walks one component at a time from the deepest directory already
-    open, making missing directories (mode 0755, reported to ``made``); a component that
-    is a symlink or not a directory raises OSError (ELOOP or ENOTDIR) whose ``filename``
-    is the offending path. The fds it returns belong to this object: callers never close
-    them, and they stay valid until :meth:`trim` or :meth:`close`. Only the caller of the
-    walk creates entries in the tree, never replacing a directory, so a kept fd is always
-    the directory that was checked when it was opened.
-    """
-
-    LIMIT = 256  # open fds kept before :meth:`trim` closes them (RLIMIT_NOFILE is 1024)
-
-    def __init__(self, root_fd: int, made: Callable[[str], None] | None = None) -> None:
-        self.root_fd = root_fd
-        self.made = made
-        self.fds: dict[str, int] = {}  # "/usr/lib64" -> fd; the root is root_fd
-
-    def parent(self, path: str) -> tuple[int, str]:
-        """The fd of the parent directory of ``path`` (absolute) and the leaf's name."""
-        folder, _, name = path.rpartition("/")
-        if name in BAD_PARTS:
-            raise OSError(errno.EINVAL, "empty, '.' or '..' component", path)
-        if not folder:
-            return self.root_fd, name
-        fd = self.fds.get(folder)
-        if fd is None:
-            fd = self._open(folder)
-        return fd, name
-
-    def _open(self, folder: str) -> int:
-        parts = folder.split("/")  # "/usr/lib64" -> ["", "usr", "lib64"]
-        if not BAD_PARTS.isdisjoint(parts[1:]):
-            raise OSError(errno.EINVAL, "empty, '.' or '..' component", folder)
-        fd, start = self.root_fd, 1
-        for known in range(len(parts) - 1, 1, -1):  # the deepest ancestor already open
-            found = self.fds.get("/".join(parts[:known]))
-            if found is not None:
-                fd, start = found, known
-                break
-        for end in range(start + 1, len(parts) + 1):
-            walked = "/".join(parts[:end])
-            part = parts[end - 1]
-            try:
-                new = os.open(part, OPEN_DIR, dir_fd=fd)
-            except FileNotFoundError:
-                os.mkdir(part, 0o755, dir_fd=fd)
-                if self.made is not None:
-                    self.made(walked)
-                new = os.open(part, OPEN_DIR, dir_fd=fd)
-            except OSError as exc:
-                if exc.errno in (errno.ELOOP, errno.ENOTDIR):
-                    raise OSError(exc.errno, os.strerror(exc.errno), walked) from exc
-                raise
-            self.fds[walked] = new
-            fd = new
-        return fd
-
-    def trim(self) -> None:
-        """Close every kept fd once there are more than :attr:`LIMIT` (between entries)."""
-        if len(self.fds) > self.LIMIT:
-            self.close()
-
-    def close(self) -> None:
-        fds, self.fds = self.fds, {}
-        for fd in fds.values():
-            os.close(fd)
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]

@@ -115,8 +115,8 @@ def licenses(lock: lockfile.Lock, name: str) -> dict[str, str | None]:
     """Each locked package's License tag, from its RPM header in the fetch cache."""
     import rpm
 
-    from overlays.extract import read_header
     from overlays.fetch import rpm_path
+    from overlays.payload import read_header
 
     found: dict[str, str | None] = {}
     for pkg in lock.packages:

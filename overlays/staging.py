@@ -53,7 +53,7 @@ import fexstack
 from fexstack import atomic, jsonio, paths
 from fexstack.errors import StageError
 from invariants.view import View
-from overlays import extract
+from overlays import extract, payload, safetree
 from overlays.fetch import rpm_path
 from overlays.install import InstallRoot, executable_dir
 from overlays.lockfile import Lock, LockedPackage
@@ -410,8 +410,8 @@ def _assemble(
 ) -> dict[str, int]:
     """Write the tree under ``root``; counts of files hardlinked and copied."""
     counts = {"hardlinked": 0, "copied": 0}
-    root_fd = os.open(root, extract.OPEN_DIR)
-    dirs = extract.DirFds(root_fd)
+    root_fd = os.open(root, safetree.OPEN_DIR)
+    dirs = safetree.DirFds(root_fd)
     trees = {name: str(done.tree) for name, done in extractions.items()}
     try:
         for path in sorted(winners, key=lambda p: p.split("/")):
@@ -459,9 +459,9 @@ def _place(tree: str, path: str, parent: int, name: str, entry: Mapping[str, Any
     digest = hashlib.sha256()
     src = os.open(source, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:
-        dst = os.open(name, extract.CREATE_FILE, 0o600, dir_fd=parent)
+        dst = os.open(name, safetree.CREATE_FILE, 0o600, dir_fd=parent)
         try:
-            while chunk := os.read(src, extract.CHUNK):
+            while chunk := os.read(src, payload.CHUNK):
                 digest.update(chunk)
                 view = memoryview(chunk)
                 while view:

@@ -14,7 +14,7 @@ import pytest
 
 from fexstack import command, jsonio
 from fexstack.errors import StageError
-from overlays import extract, fetch, staging
+from overlays import extract, fetch, safetree, staging
 from overlays.lockfile import Lock, LockedPackage
 from overlays.stack import Repo
 from testkit.factory import Dir, Factory, File, Package, Symlink
@@ -458,8 +458,8 @@ def test_process_pool_and_in_process_extraction_agree(
 
 
 def test_directory_walk_refuses_dot_components(tmp_path: Path) -> None:
-    root = os.open(tmp_path, extract.OPEN_DIR)
-    dirs = extract.DirFds(root)
+    root = os.open(tmp_path, safetree.OPEN_DIR)
+    dirs = safetree.DirFds(root)
     try:
         for path in ("/a/../b", "/a/./b", "/a//b", "/a/..", "/.."):
             with pytest.raises(OSError) as err:
