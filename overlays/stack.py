@@ -1,6 +1,7 @@
-"""The stack model: ``stacks/<name>.toml``, ``stacks/repos.toml``, ``stacks/bases/<id>.toml``.
+"""Loading stacks: ``stacks/<name>.toml``, ``stacks/repos.toml``, ``stacks/bases/<id>.toml``.
 
-TOML is parsed once, here, validated against JSON Schemas (``overlays/schemas``) and
+The model (the frozen dataclasses) is :mod:`overlays.model`; the messages for bad TOML
+are :mod:`overlays.diagnostics`. TOML is parsed once, here, validated against JSON Schemas (``overlays/schemas``) and
 turned into frozen dataclasses. Everything downstream takes these objects, never raw
 TOML. Relative paths are relative to the file that names them; ``~`` expands.
 
@@ -28,346 +29,68 @@ Rules a user relies on:
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import json
 import os
 import re
-import tomllib
 import urllib.parse
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import MappingProxyType
 from typing import Any
 
-import jsonschema
-
-from fexstack import jsonio
 from fexstack.errors import ConfigError
 from invariants.policy import CheckPolicy, ElfAllowance, KeptExecutable, Waiver
+from overlays.diagnostics import did_you_mean, key_path, read_toml, show, validate
+from overlays.model import (
+    BASES_DIR,
+    CLASSES,
+    COMPRESSIONS,
+    DEFAULT_ARCH,
+    DEFAULT_LIB_DIRS,
+    GPU_MODES,
+    INPUTS_FORMAT,
+    LOCK_SUFFIX,
+    REPOS_FILE,
+    SANITIZE_STEPS,
+    App,
+    Base,
+    Repo,
+    Stack,
+    frozen_mapping,
+)
 
-CLASSES = ("deps", "base", "base-refresh")
-GPU_MODES = ("drm", "venus", "software")
-COMPRESSIONS = ("lz4hc", "lz4", "none")  # what the muvm guest kernel's EROFS mounts
-SANITIZE_STEPS = ("strip-gnu-property",)
-DEFAULT_LIB_DIRS = ("/lib64", "/usr/lib64")
-DEFAULT_ARCH = "x86_64"
-REPOS_FILE = "repos.toml"
-BASES_DIR = "bases"
-LOCK_SUFFIX = ".lock.toml"
-INPUTS_FORMAT = 1
+# The model and the policy types are re-exported: load_stack's callers name them from here.
+__all__ = [
+    "BASES_DIR",
+    "CLASSES",
+    "COMPRESSIONS",
+    "DEFAULT_ARCH",
+    "DEFAULT_LIB_DIRS",
+    "GPU_MODES",
+    "INPUTS_FORMAT",
+    "LOCK_SUFFIX",
+    "REPOS_FILE",
+    "SANITIZE_STEPS",
+    "App",
+    "Base",
+    "CheckPolicy",
+    "ElfAllowance",
+    "KeptExecutable",
+    "Repo",
+    "Stack",
+    "Waiver",
+    "buildable",
+    "discover",
+    "inputs_digest",
+    "key_path",
+    "load_base",
+    "load_repos",
+    "load_stack",
+    "resolution_inputs",
+]
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
-_BARE_KEY_RE = re.compile(r"^[A-Za-z0-9_-]+$")
-_TOML_POS_RE = re.compile(r"\(at line (\d+), column (\d+)\)")
-
-
-def _frozen(mapping: Mapping[str, str] | None = None) -> Mapping[str, str]:
-    return MappingProxyType(dict(sorted((mapping or {}).items())))
-
-
-@dataclass(frozen=True)
-class Repo:
-    """One repository from ``stacks/repos.toml`` (``[repos.<id>]``)."""
-
-    id: str
-    baseurl: tuple[str, ...] = ()
-    metalink: str | None = None
-    gpgcheck: bool = False
-    gpgkey: tuple[str, ...] = ()  # absolute paths of key files (file:// URLs are converted)
-    # The repo's own release ($releasever): a stack may take packages from another
-    # release's repository (e.g. fedora-41 for a library Fedora 44 no longer ships).
-    # None: the stack's [source].release. Once expanded, always set.
-    release: str | None = None
-    # baseurl and gpgkey as written in repos.toml (relative paths stay relative): what the
-    # lock's inputs record, so that a clone at another path has the same inputs
-    baseurl_written: tuple[str, ...] = ()
-    gpgkey_written: tuple[str, ...] = ()
-
-    def expand(self, release: str, arch: str) -> Repo:
-        """This repo with ``$releasever`` (its own release, else ``release``) and
-        ``$basearch`` substituted."""
-        release = self.release or release
-
-        def sub(text: str) -> str:
-            return text.replace("$releasever", release).replace("$basearch", arch)
-
-        return Repo(
-            id=self.id,
-            baseurl=tuple(sub(u) for u in self.baseurl),
-            metalink=sub(self.metalink) if self.metalink else None,
-            gpgcheck=self.gpgcheck,
-            gpgkey=tuple(sub(k) for k in self.gpgkey),
-            release=release,
-            baseurl_written=tuple(sub(u) for u in self.baseurl_written),
-            gpgkey_written=tuple(sub(k) for k in self.gpgkey_written),
-        )
-
-    @property
-    def gpgkey_urls(self) -> tuple[str, ...]:
-        """The keys as file:// URLs (what libdnf5's ``gpgkey`` option takes)."""
-        return tuple("file://" + urllib.parse.quote(k) for k in self.gpgkey)
-
-
-@dataclass(frozen=True)
-class Base:
-    """A base from ``stacks/bases/<id>.toml``: the RootFS the overlays sit on."""
-
-    id: str
-    path: Path  # the bases/<id>.toml file
-    image: Path  # an EROFS image, or a directory holding the same tree
-    packages: Path | None  # a kiwi .packages list (may be a glob), or the lock of a base stack
-    overlays: tuple[Path, ...] = ()  # gpu overlay images, in order
-    lib_dirs: tuple[str, ...] = DEFAULT_LIB_DIRS
-    # host paths the emulator falls back to when no layer has them (FEX's rule), e.g.
-    # /usr/bin/bwrap or /usr/share/mime on Asahi; empty: no fallback (x86_64 default)
-    host_provides: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class App:
-    """``[app]``: how ``doit run:<name>`` launches the AppImage."""
-
-    appimage: Path | None = None
-    gpu_mode: str = "drm"
-    env: Mapping[str, str] = field(default_factory=_frozen)
-    args: tuple[str, ...] = ()
-    timeout_seconds: int | None = None
-    sanitize: tuple[str, ...] = ()  # e.g. ("strip-gnu-property",)
-    plugin_dirs: tuple[Path, ...] = ()  # folders of ELF plugins the app loads (appcheck)
-    allow_execstack: bool = False  # GLIBC_TUNABLES=glibc.rtld.execstack=2 in the run
-    privileged: bool = False  # native backend: run the app as root (never the default)
-    run_as: tuple[int, int] | None = None  # native backend: uid, gid when no user is known
-
-
-@dataclass(frozen=True)
-class Stack:
-    """A fully loaded stack: its includes merged, its repos and base resolved."""
-
-    name: str
-    path: Path
-    description: str
-    klass: str  # one of CLASSES; "class" in TOML
-    base: Base
-    includes: tuple[str, ...]  # direct includes, as written
-    release: str
-    arch: str
-    repos: tuple[Repo, ...]  # expanded for release and arch, in the order named
-    seeds: Mapping[str, str]  # name -> reason, includes merged in (the stack's own win)
-    exclude: tuple[str, ...]  # sorted, includes merged in
-    waivers: tuple[Waiver, ...]
-    allow_elf: tuple[ElfAllowance, ...]
-    allow_32bit: bool = False
-    weak_deps: bool = False
-    compression: str = "lz4hc"
-    app: App | None = None
-    files: tuple[Path, ...] = ()  # every file read to build this object (for task deps)
-    included: tuple[str, ...] = ()  # every stack merged in (transitively), in merge order
-    pull_digest: str | None = None  # [pull] digest: the only published artifact accepted
-    keep_executables: tuple[KeptExecutable, ...] = ()  # deps overlays drop the others
-
-    def check_policy(self) -> CheckPolicy:
-        """What the check step checks this stack's staged tree against (and nothing else)."""
-        library_path = self.app.env.get("LD_LIBRARY_PATH", "") if self.app else ""
-        return CheckPolicy(
-            stack_class=self.klass,
-            waivers=self.waivers,
-            allow_elf=self.allow_elf,
-            allow_32bit=self.allow_32bit,
-            keep_executables=self.keep_executables,
-            ld_library_path=tuple(p for p in library_path.split(":") if p),
-            lib_dirs=tuple(self.base.lib_dirs),
-        )
-
-
-# --- reading and validating ------------------------------------------------------------
-
-
-def _show(path: Path) -> str:
-    """``path`` as a user wants to read it: relative to the current directory if inside."""
-    try:
-        return str(path.relative_to(Path.cwd()))
-    except ValueError:
-        return str(path)
-
-
-def _key(part: str | int) -> str:
-    text = str(part)
-    return text if _BARE_KEY_RE.match(text) else json.dumps(text)
-
-
-def key_path(parts: Sequence[str | int], header_depth: int = 1) -> str:
-    """A TOML-style key path: ``[app].env.HOME``, ``[stack].include[1]``, ``[repos.x].baseurl``."""
-    if not parts:
-        return "(top level)"
-    head = [p for p in parts[:header_depth]]
-    text = "[" + ".".join(_key(p) for p in head) + "]"
-    for part in parts[header_depth:]:
-        text += f"[{part}]" if isinstance(part, int) else "." + _key(part)
-    return text
-
-
-def _did_you_mean(word: str, choices: Iterable[str], what: str = "") -> str:
-    options = sorted(set(choices))
-    close = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
-    parts = []
-    if close:
-        parts.append(f"did you mean {close[0]!r}?")
-    if options:
-        parts.append(f"{what or 'allowed'}: {', '.join(options)}")
-    else:
-        parts.append(f"{what or 'allowed'}: none")
-    return " ".join(parts)
-
-
-def _read_toml(path: Path) -> dict[str, Any]:
-    """Parse one TOML file; a missing or malformed file is a :class:`ConfigError`."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError as exc:
-        raise ConfigError(f"{_show(path)}: no such file", "check the name and folder") from exc
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{_show(path)}: cannot be read: {exc}", None) from exc
-    try:
-        return tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        msg = getattr(exc, "msg", None) or _TOML_POS_RE.sub("", str(exc)).strip()
-        line, col = getattr(exc, "lineno", None), getattr(exc, "colno", None)
-        if line is None:
-            found = _TOML_POS_RE.search(str(exc))
-            line, col = (int(found[1]), int(found[2])) if found else (0, 0)
-        raise ConfigError(
-            f"{_show(path)}: line {line}, column {col}: not valid TOML: {msg}",
-            "fix the syntax there (strings need double quotes, tables are [name], "
-            "lists are [a, b])",
-        ) from exc
-
-
-_TOML_TYPES = {
-    "string": "a string",
-    "integer": "an integer",
-    "number": "a number",
-    "boolean": "a boolean (true or false)",
-    "array": "a list",
-    "object": "a table",
-}
-
-
-def _describe(value: Any) -> str:
-    """What a user wrote, in TOML words."""
-    if isinstance(value, bool):
-        return f"boolean {str(value).lower()}"
-    if isinstance(value, int):
-        return f"integer {value}"
-    if isinstance(value, float):
-        return f"float {value}"
-    if isinstance(value, str):
-        return f"string {json.dumps(value)}"
-    if isinstance(value, list):
-        return f"a list of {len(value)}"
-    if isinstance(value, dict):
-        return "a table"
-    return f"a date/time {value}"
-
-
-Problem = tuple[str, str, str | None]  # (key path, what is wrong, hint)
-
-
-def _translate(err: jsonschema.ValidationError, header_depth: int) -> list[Problem]:
-    """Turn one jsonschema error into problems in fexstack's words (no jsonschema text)."""
-    path: list[str | int] = list(err.absolute_path)
-    where = key_path(path, header_depth)
-    schema = err.schema if isinstance(err.schema, dict) else {}
-    described = schema.get("description")
-    value = err.instance
-    kind = err.validator
-
-    if "propertyNames" in err.absolute_schema_path:
-        name_path = key_path([*path, str(value)], header_depth)
-        return [(name_path, f"{json.dumps(value)} is not {described or 'a valid key'}", None)]
-    if kind == "additionalProperties":
-        allowed = list(schema.get("properties", {}))
-        noun = "table" if not path else "key"
-        what = f"{where} accepts" if path else "tables"
-        return [
-            (key_path([*path, extra], header_depth), f"unknown {noun}",
-             _did_you_mean(extra, allowed, what))
-            for extra in sorted(k for k in value if k not in allowed)
-        ]
-    if kind == "required":
-        return [
-            (key_path([*path, k], header_depth), "missing (it is required)", None)
-            for k in err.validator_value
-            if k not in value
-        ]
-    found = _describe(value)
-    if kind == "type":
-        types = err.validator_value
-        types = types if isinstance(types, list) else [types]
-        expected = " or ".join(str(_TOML_TYPES.get(t, t)) for t in types)
-        hint = None
-        number = isinstance(value, int | float) and not isinstance(value, bool)
-        if "string" in types and number and path and isinstance(path[-1], str):
-            hint = f'write it in double quotes: {_key(path[-1])} = "{value}"'
-        if isinstance(value, dict) and "object" not in types and path:
-            hint = (
-                "a dot in a bare key makes a nested table in TOML; quote a name that "
-                f'contains dots: "{path[-1]}.{next(iter(value), "")}" = ...'
-            )
-        return [(where, f"expected {expected}, found {found}", hint)]
-    if kind == "enum":
-        options = [str(o) for o in err.validator_value]
-        listed = ", ".join(json.dumps(o) for o in options)
-        expected = f"one of {listed}" if len(options) > 1 else listed
-        hints = []
-        if isinstance(value, str) and len(options) > 1:
-            hints.append(_did_you_mean(str(value), options, "allowed"))
-        if described:
-            hints.append(described)
-        return [(where, f"expected {expected}, found {found}", "; ".join(hints) or None)]
-    if kind == "pattern":
-        expected = described or f"a string matching {err.validator_value}"
-        return [(where, f"expected {expected}, found {found}", None)]
-    if kind == "minLength":
-        return [(where, f"expected a non-empty string, found {found}", None)]
-    if kind == "minItems":
-        n = err.validator_value
-        entries = "entry" if n == 1 else "entries"
-        return [(where, f"expected at least {n} {entries}, found {len(value)}", None)]
-    if kind == "uniqueItems":
-        texts = [json.dumps(v) for v in value]
-        dupes = sorted({t for t in texts if texts.count(t) > 1})
-        return [(where, f"lists {', '.join(dupes)} more than once", "list each once")]
-    if kind == "minimum":
-        return [(where, f"expected a number >= {err.validator_value}, found {found}", None)]
-    rule = json.dumps(err.validator_value, default=str)
-    return [(where, f"{found} does not satisfy {kind} {rule}", None)]
-
-
-def _validate(doc: dict[str, Any], schema_name: str, path: Path, header_depth: int = 1) -> None:
-    """Validate ``doc`` against ``<schema_name>.schema.json``; report every problem at once.
-
-    One line per problem, ``FILE: KEY PATH: what is wrong``; with several problems each
-    hint is prefixed with the key path it belongs to.
-    """
-    validator = jsonschema.Draft202012Validator(jsonio.schema(schema_name))
-    errors = sorted(
-        validator.iter_errors(doc), key=lambda e: ([str(p) for p in e.absolute_path], e.validator)
-    )
-    if not errors:
-        return
-    problems: list[Problem] = []
-    for err in errors:
-        problems += [p for p in _translate(err, header_depth) if p not in problems]
-    shown = _show(path)
-    message = "\n".join(f"{shown}: {where}: {what}" for where, what, _ in problems)
-    hints = [(where, hint) for where, _, hint in problems if hint]
-    if len(problems) == 1:
-        hint = hints[0][1] if hints else None
-    else:
-        hint = "\n".join(f"{where}: {hint}" for where, hint in hints) or None
-    raise ConfigError(message, hint)
 
 
 def _local_path(text: str, folder: Path) -> Path:
@@ -384,11 +107,11 @@ def _local_path(text: str, folder: Path) -> Path:
 def load_repos(path: Path) -> dict[str, Repo]:
     """The repositories of ``stacks/repos.toml``, by id, not yet expanded."""
     path = Path(path).absolute()
-    doc = _read_toml(path)
-    _validate(doc, "repos", path, header_depth=2)
+    doc = read_toml(path)
+    validate(doc, "repos", path, header_depth=2)
     repos: dict[str, Repo] = {}
     for repo_id, entry in sorted(doc["repos"].items()):
-        where = f"{_show(path)}: {key_path(['repos', repo_id], 2)}"
+        where = f"{show(path)}: {key_path(['repos', repo_id], 2)}"
         has_base, has_meta = "baseurl" in entry, "metalink" in entry
         if has_base and has_meta:
             raise ConfigError(
@@ -445,11 +168,11 @@ def load_base(bases_dir: Path, id: str) -> Base:
     if not _NAME_RE.match(id) or not path.is_file():
         known = sorted(p.stem for p in bases_dir.glob("*.toml")) if bases_dir.is_dir() else []
         raise ConfigError(
-            f"{_show(path)}: no such base {id!r}",
-            _did_you_mean(id, known, "bases here"),
+            f"{show(path)}: no such base {id!r}",
+            did_you_mean(id, known, "bases here"),
         )
-    doc = _read_toml(path)
-    _validate(doc, "base", path)
+    doc = read_toml(path)
+    validate(doc, "base", path)
     entry = doc["base"]
     folder = path.parent
     packages = entry.get("packages")
@@ -485,7 +208,7 @@ def buildable(stacks_dir: Path) -> list[str]:
     names = []
     for name in discover(stacks_dir):
         try:
-            doc = _read_toml(Path(stacks_dir) / f"{name}.toml")
+            doc = read_toml(Path(stacks_dir) / f"{name}.toml")
         except ConfigError:
             names.append(name)
             continue
@@ -532,8 +255,8 @@ class _Loader:
     def doc(self, name: str) -> dict[str, Any]:
         if name not in self.docs:
             path = self.path(name)
-            doc = _read_toml(path)
-            _validate(doc, "stack", path)
+            doc = read_toml(path)
+            validate(doc, "stack", path)
             _check_waivers(doc, path)
             self.docs[name] = doc
         return self.docs[name]
@@ -565,7 +288,7 @@ class _Loader:
             for k in policy.get("keep_executable", [])
         ]
         for index, child in enumerate(doc.get("stack", {}).get("include", [])):
-            where = f"{_show(path)}: {key_path(['stack', 'include', index])}"
+            where = f"{show(path)}: {key_path(['stack', 'include', index])}"
             if child in (*chain, name):
                 loop = chain[chain.index(child) :] if child in chain else ()
                 cycle = " -> ".join([*loop, name, child])
@@ -576,8 +299,8 @@ class _Loader:
                 )
             if child == REPOS_FILE[: -len(".toml")] or not self.path(child).is_file():
                 raise ConfigError(
-                    f"{where}: no stack {child!r} ({_show(self.path(child))} does not exist)",
-                    _did_you_mean(child, [n for n in discover(self.dir) if n != name], "stacks"),
+                    f"{where}: no stack {child!r} ({show(self.path(child))} does not exist)",
+                    did_you_mean(child, [n for n in discover(self.dir) if n != name], "stacks"),
                 )
             sub = self.merge(child, (*chain, name))
             if child not in merged.included:
@@ -591,7 +314,7 @@ def _check_waivers(doc: dict[str, Any], path: Path) -> None:
     for index, waiver in enumerate(doc.get("policy", {}).get("waiver", [])):
         if "path" not in waiver and "package" not in waiver:
             raise ConfigError(
-                f"{_show(path)}: {key_path(['policy', 'waiver', index])}: "
+                f"{show(path)}: {key_path(['policy', 'waiver', index])}: "
                 "needs a path glob or a package (or both) to say what it waives",
                 'add path = "/usr/lib64/..." or package = "name"',
             )
@@ -607,11 +330,11 @@ def load_stack(stacks_dir: Path, name: str) -> Stack:
     path = loader.path(name)
     if not _NAME_RE.match(name) or name == "repos" or not path.is_file():
         raise ConfigError(
-            f"{_show(path)}: no stack {name!r}",
-            _did_you_mean(name, discover(loader.dir), "stacks"),
+            f"{show(path)}: no stack {name!r}",
+            did_you_mean(name, discover(loader.dir), "stacks"),
         )
     doc = loader.doc(name)
-    shown = _show(path)
+    shown = show(path)
     head = doc.get("stack", {})
     if "base" not in head:
         raise ConfigError(
@@ -644,7 +367,7 @@ def load_stack(stacks_dir: Path, name: str) -> Stack:
     repos_path = loader.dir / REPOS_FILE
     if not repos_path.is_file():
         raise ConfigError(
-            f"{_show(repos_path)}: no such file (stacks name their repos there)",
+            f"{show(repos_path)}: no such file (stacks name their repos there)",
             "create it with [repos.<id>] tables",
         )
     known = load_repos(repos_path)
@@ -654,8 +377,8 @@ def load_stack(stacks_dir: Path, name: str) -> Stack:
         if repo_id not in known:
             raise ConfigError(
                 f"{shown}: {key_path(['source', 'repos', index])}: "
-                f"no repo {repo_id!r} in {_show(repos_path)}",
-                _did_you_mean(repo_id, known, "repos"),
+                f"no repo {repo_id!r} in {show(repos_path)}",
+                did_you_mean(repo_id, known, "repos"),
             )
         repos.append(known[repo_id].expand(release, arch))
 
@@ -665,8 +388,8 @@ def load_stack(stacks_dir: Path, name: str) -> Stack:
         known_bases = sorted(p.stem for p in bases_dir.glob("*.toml")) if bases_dir.is_dir() else []
         raise ConfigError(
             f"{shown}: [stack].base: no base {base_id!r} "
-            f"({_show(bases_dir / (base_id + '.toml'))} does not exist)",
-            _did_you_mean(base_id, known_bases, "bases"),
+            f"({show(bases_dir / (base_id + '.toml'))} does not exist)",
+            did_you_mean(base_id, known_bases, "bases"),
         )
     base = load_base(bases_dir, base_id)
 
@@ -680,7 +403,7 @@ def load_stack(stacks_dir: Path, name: str) -> Stack:
         release=release,
         arch=arch,
         repos=tuple(repos),
-        seeds=_frozen(merged.seeds),
+        seeds=frozen_mapping(merged.seeds),
         exclude=tuple(sorted(merged.exclude)),
         waivers=tuple(merged.waivers),
         allow_elf=tuple(merged.allow_elf),
@@ -699,7 +422,7 @@ def _app(entry: dict[str, Any], folder: Path) -> App:
     return App(
         appimage=_local_path(entry["appimage"], folder),
         gpu_mode=entry.get("gpu_mode", "drm"),
-        env=_frozen(entry.get("env", {})),
+        env=frozen_mapping(entry.get("env", {})),
         args=tuple(entry.get("args", ())),
         timeout_seconds=entry.get("timeout_seconds"),
         sanitize=tuple(entry.get("sanitize", ())),
