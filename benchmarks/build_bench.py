@@ -5,12 +5,12 @@ Run it (from the clone, through the toolchain root)::
     ./devroot python3 -m benchmarks.build_bench --scale medium
     ./devroot python3 -m benchmarks.build_bench --scale small --cold-runs 1 --quick-runs 1
 
-It generates (or reuses) a deterministic scale repository (:mod:`benchmarks.scale`), sets
-up a throwaway project in ``--workdir`` (``dodo.py`` and ``pyproject.toml`` copied from
-this clone, ``stacks/repos.toml``, ``stacks/bases/bench.toml``, ``stacks/bench.toml``) and
-measures wall clock on this machine, in one run:
+It generates (or reuses) a deterministic scale repository (:mod:`benchmarks.scale`),
+sets up a throwaway project in ``--workdir`` (``stacks/repos.toml``,
+``stacks/bases/bench.toml``, ``stacks/bench.toml``) and measures wall clock on this
+machine, in one run:
 
-fexstack (each a ``python3 -m doit ...`` process, as a user would type it):
+fexstack (each a ``python3 -m tasks ...`` process: doit with fexstack's tasks):
   - ``cold``: ``doit overlay:bench`` with an empty ``FEXSTACK_CACHE``, no ``build/`` and no
     lock file;
   - ``noop``: the same command again with nothing changed;
@@ -164,8 +164,6 @@ class BenchProject:
         stacks = self.root / "stacks"
         (stacks / "bases").mkdir(parents=True)
         self.cache.mkdir(parents=True)
-        shutil.copy2(PROJECT_ROOT / "dodo.py", self.root / "dodo.py")
-        shutil.copy2(PROJECT_ROOT / "pyproject.toml", self.root / "pyproject.toml")
         repo_url = self.generated.repo.resolve().as_uri()
         (stacks / "repos.toml").write_text(
             f"[repos.bench]\nbaseurl = [{_toml_string(repo_url)}]\ngpgcheck = false\n"
@@ -192,12 +190,12 @@ class BenchProject:
         return env
 
     def doit(self, *args: str, profile: Path | None = None) -> Run:
-        """Run ``python3 -m doit ARGS`` in the project; its wall clock and per-task times."""
+        """Run ``python3 -m tasks ARGS`` in the project; its wall clock and per-task times."""
         reporter = ["--reporter", "json"] if args and args[0] != "list" else []
         prefix = [sys.executable]
         if profile is not None:
             prefix += ["-m", "cProfile", "-o", str(profile)]
-        argv = [*prefix, "-m", "doit", *reporter, *args]
+        argv = [*prefix, "-m", "tasks", *reporter, *args]
         started = time.perf_counter()
         proc = subprocess.Popen(
             argv,

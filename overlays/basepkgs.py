@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fexstack.errors import ConfigError
-from fexstack.nevra import format_evr, format_nevra
+from fexstack.nevra import NevraNamed
 from overlays import lockfile
 
 KIWI_FIELDS = ("NAME", "EPOCH", "VERSION", "RELEASE", "ARCH", "DISTURL", "LICENSE")
@@ -31,7 +31,7 @@ _GLOB_CHARS = frozenset("*?[")
 
 
 @dataclass(frozen=True, order=True)
-class BasePackage:
+class BasePackage(NevraNamed):
     """One installed package of a base."""
 
     name: str
@@ -39,14 +39,6 @@ class BasePackage:
     version: str
     release: str
     arch: str
-
-    @property
-    def evr(self) -> str:
-        return format_evr(self.epoch, self.version, self.release)
-
-    @property
-    def nevra(self) -> str:
-        return format_nevra(self.name, self.epoch, self.version, self.release, self.arch)
 
 
 def resolve(path: Path) -> Path:

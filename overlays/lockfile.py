@@ -44,7 +44,7 @@ import tomli_w
 
 from fexstack import atomic
 from fexstack.errors import LockError
-from fexstack.nevra import format_evr, format_nevra
+from fexstack.nevra import NevraNamed
 
 FORMAT = 1
 
@@ -69,7 +69,7 @@ class Reason:
 
 
 @dataclass(frozen=True)
-class LockedPackage:
+class LockedPackage(NevraNamed):
     name: str
     epoch: int
     version: str
@@ -81,14 +81,6 @@ class LockedPackage:
     size: int
     reasons: tuple[Reason, ...]
     repo_release: str = ""  # the Fedora release of ``repo`` ($releasever it was read with)
-
-    @property
-    def evr(self) -> str:
-        return format_evr(self.epoch, self.version, self.release)
-
-    @property
-    def nevra(self) -> str:
-        return format_nevra(self.name, self.epoch, self.version, self.release, self.arch)
 
     @property
     def is_seed(self) -> bool:

@@ -1,9 +1,10 @@
 """Loading stacks: ``stacks/<name>.toml``, ``stacks/repos.toml``, ``stacks/bases/<id>.toml``.
 
 The model (the frozen dataclasses) is :mod:`overlays.model`; the messages for bad TOML
-are :mod:`overlays.diagnostics`. TOML is parsed once, here, validated against JSON Schemas (``overlays/schemas``) and
-turned into frozen dataclasses. Everything downstream takes these objects, never raw
-TOML. Relative paths are relative to the file that names them; ``~`` expands.
+are :mod:`overlays.diagnostics`. TOML is parsed once, here, validated against JSON
+Schemas (``overlays/schemas``) and turned into frozen dataclasses. Everything downstream
+takes these objects, never raw TOML. Relative paths are relative to the file that names
+them; ``~`` expands.
 
 Rules a user relies on:
 

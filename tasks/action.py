@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import importlib
+import inspect
 import io
 import sys
 from collections.abc import Callable
@@ -74,3 +76,31 @@ class _Tee(io.TextIOBase):
 
     def flush(self) -> None:
         self.stream.flush()
+
+
+class Step:
+    """A task action named ``"module:function"``, wrapped by :func:`action` when called.
+
+    doit's parallel workers (``doit -n N``) get their tasks pickled unless they are
+    forked: an action is this object and plain arguments (a Project, names), never a
+    closure. Its signature is the function's, so doit passes the task's params by name.
+    """
+
+    def __init__(self, ref: str) -> None:
+        self.ref = ref
+
+    def target(self) -> Callable[..., Any]:
+        module, _, name = self.ref.partition(":")
+        found: Callable[..., Any] = getattr(importlib.import_module(module), name)
+        return found
+
+    @property
+    def __signature__(self) -> inspect.Signature:
+        return inspect.signature(self.target())
+
+    def __call__(self, *args: Any, **kwargs: Any) -> TaskFailed | None:
+        result: TaskFailed | None = action(self.target())(*args, **kwargs)
+        return result
+
+    def __repr__(self) -> str:
+        return f"Step({self.ref!r})"

@@ -20,17 +20,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from doit.reporter import ConsoleReporter
+
 from fexstack import atomic, jsonio
 from fexstack.errors import ConfigError, FexstackError, RunError
 from overlays import pipeline
 from overlays.project import Project
 from overlays.stack import Stack, buildable, load_stack
 from tasks.action import step_log
-
-# doit commands that never execute tasks (no build lock needed for them).
-READ_ONLY_COMMANDS = frozenset(
-    {"list", "info", "help", "dumpdb", "tabcompletion", "strace", "forget", "ignore", "reset-dep"}
-)
 
 RUN_PARAMS = [
     {"name": "gpu_mode", "long": "gpu-mode", "default": "", "help": "drm, venus or software"},
@@ -43,36 +40,6 @@ RUN_PARAMS = [
     {"name": "privileged", "long": "privileged", "type": bool, "default": False,
      "help": "native backend: run the app as root (a warning in the report)"},
 ]
-
-
-# doit's global and run options that take a separate value (``-n 2``, ``--db-file F``).
-_OPTIONS_WITH_VALUE = frozenset(
-    {
-        "-f", "--file", "-d", "--dir", "--db-file", "--backend", "--codec-cls",
-        "--check_file_uptodate", "-n", "--process", "-P", "--parallel-type", "-r",
-        "--reporter", "-o", "--output-file", "-v", "--verbosity", "-k", "--seek-file",
-    }
-)
-
-
-def command_of(argv: Sequence[str]) -> str | None:
-    """The first positional word of a doit command line (a command or a task), if any."""
-    skip = False
-    for arg in argv:
-        if skip:
-            skip = False
-        elif arg == "--":
-            continue
-        elif arg.startswith("-"):
-            skip = arg in _OPTIONS_WITH_VALUE
-        else:
-            return arg
-    return None
-
-
-def executes_tasks(argv: Sequence[str]) -> bool:
-    """Whether a doit command line may execute tasks (and so needs the build lock)."""
-    return command_of(argv) not in READ_ONLY_COMMANDS
 
 
 @dataclass
@@ -488,22 +455,38 @@ def _stamp(file_dep: Sequence[str], config: Any) -> dict[str, Any]:
     }
 
 
-def forget_step(stamp: Path) -> Callable[[], None]:
+def step_config(step: str, inputs: Any) -> dict[str, Any]:
+    """What a step's stamp and doit's config_changed record besides files: its recipe
+    version (tasks.action.RECIPE) and the stack settings it reads."""
+    from tasks.action import RECIPE
+
+    return {"recipe": RECIPE[step], "inputs": inputs}
+
+
+def ensure_compat(project: Project, base_id: str) -> None:
+    """The compat step of ``base_id`` outside a doit run (a probe's context): run, with
+    its stamp, when it is not complete for the current inputs (as ``compat:<base>``)."""
+    info = bases(project, stacks(project))[base_id]
+    stamp = stamp_path(project, "compat", base_id)
+    config = step_config("compat", info.inputs)
+    if not step_done(stamp, info.file_deps, config)():
+        forget_step(stamp)
+        pipeline.compat(project, base_id)
+        complete_step(stamp, info.file_deps, config)
+
+
+def forget_step(stamp: Path) -> None:
     """The first action of a step: it is not complete until its last action says so."""
-    return lambda: atomic.remove(stamp)
+    atomic.remove(stamp)
 
 
-def complete_step(stamp: Path, file_dep: Sequence[str], config: Any) -> Callable[[], None]:
+def complete_step(stamp: Path, file_dep: Sequence[str], config: Any) -> None:
     """The last action of a step: stamp it complete for the inputs it read.
 
     ``file_dep`` may also name outputs that are sources too (the lock), so that a lock
     replaced by hand is checked again.
     """
-
-    def write() -> None:
-        jsonio.write(stamp, _stamp(file_dep, config))
-
-    return write
+    jsonio.write(stamp, _stamp(file_dep, config))
 
 
 def step_done(stamp: Path, file_dep: Sequence[str], config: Any) -> Callable[[], bool]:
@@ -524,38 +507,36 @@ def step_done(stamp: Path, file_dep: Sequence[str], config: Any) -> Callable[[],
 _STEPS = ("lock", "fetch", "stage", "check", "image", "overlay")
 
 
-def evidence_reporter(project: Project, infos: dict[str, StackInfo]) -> type:
+class EvidenceReporter(ConsoleReporter):  # type: ignore[misc]
     """doit's console reporter, plus: when ``run:<app>`` was asked for and a step it
     depends on (``check:<app>``, ``compat:<base>`` ...) failed, so that doit never ran
     it, the run's evidence bundle is still written (INFRA, naming the step and stack).
-    The up-to-date rules stay doit's: the run task keeps its task_dep on the overlay."""
-    from doit.reporter import ConsoleReporter
+    The up-to-date rules stay doit's: the run task keeps its task_dep on the overlay.
+    The project is the first argument of the run task's action."""
 
-    class EvidenceReporter(ConsoleReporter):  # type: ignore[misc]
-        def initialize(self, tasks: dict[str, Any], selected_tasks: list[str]) -> None:
-            super().initialize(tasks, selected_tasks)
-            self.fexstack_started = time.time()
-            self.fexstack_tasks = tasks
-            self.fexstack_runs = [t for t in selected_tasks if t.startswith("run:")]
-            self.fexstack_failed: list[tuple[str, str]] = []
+    def initialize(self, tasks: dict[str, Any], selected_tasks: list[str]) -> None:
+        super().initialize(tasks, selected_tasks)
+        self.fexstack_started = time.time()
+        self.fexstack_tasks = tasks
+        self.fexstack_runs = [t for t in selected_tasks if t.startswith("run:")]
+        self.fexstack_failed: list[tuple[str, str]] = []
 
-        def add_failure(self, task: Any, fail: Any) -> None:
-            super().add_failure(task, fail)
-            if not task.name.startswith("run:"):
-                self.fexstack_failed.append((task.name, fail.get_msg()))
+    def add_failure(self, task: Any, fail: Any) -> None:
+        super().add_failure(task, fail)
+        if not task.name.startswith("run:"):
+            self.fexstack_failed.append((task.name, fail.get_msg()))
 
-        def complete_run(self) -> None:
-            for run_task in getattr(self, "fexstack_runs", []):
-                task = self.fexstack_tasks.get(run_task)
-                if task is None or task.executed:
-                    continue
-                name = run_task.partition(":")[2]
-                with contextlib.suppress(FexstackError):
-                    _build_failed_evidence(project, infos.get(name), name, task,
-                                           self.fexstack_failed, self.fexstack_started)
-            super().complete_run()
-
-    return EvidenceReporter
+    def complete_run(self) -> None:
+        for run_task in getattr(self, "fexstack_runs", []):
+            task = self.fexstack_tasks.get(run_task)
+            if task is None or task.executed or not task.actions:
+                continue
+            project = task.actions[0].args[0]
+            name = run_task.partition(":")[2]
+            with contextlib.suppress(FexstackError):
+                _build_failed_evidence(project, stacks(project).get(name), name, task,
+                                       self.fexstack_failed, self.fexstack_started)
+        super().complete_run()
 
 
 def _build_failed_evidence(

@@ -1,4 +1,4 @@
-"""doit tasks for probes, A/B runs and the start-up bench (dodo.py imports them).
+"""doit tasks for probes, A/B runs and the start-up bench (tasks/creators.py declares them).
 
 - ``probe:display`` and ``probe:gpu``: run in a stack's context (``--stack NAME``, default
   the first stack with an ``[app]`` whose base is on this machine; ``--bare`` leaves its
@@ -7,13 +7,12 @@
   ``--gpu-mode`` and a diff.json.
 - ``bench:<app>``: ``--runs N`` cold and warm starts, ``--ready REGEX``.
 
-The generators take the project and its loaded stacks from dodo.py (the project dodo.py
-sits in, which need not be this checkout).
+The generators take the project and its loaded stacks from tasks/creators.py; the actions
+take the project and names (picklable), and read the stacks again when they run.
 """
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ from overlays.project import Project
 from overlays.stack import GPU_MODES, Stack
 from runner.evidence import Outcome
 from tasks import declare as tasking
-from tasks.action import action
+from tasks.action import Step
 
 PROBE_GPU = "probe-gpu"
 
@@ -79,9 +78,9 @@ def app_stacks(infos: Mapping[str, tasking.StackInfo]) -> list[str]:
 
 
 def _compat(project: Project, stack: Stack) -> Path | None:
-    """The base's compat overlay, made now if it was never built (it is cheap)."""
-    if not pipeline.compat_record(project, stack.base.id).exists():
-        pipeline.compat(project, stack.base.id)
+    """The base's compat overlay, brought up to date now (it is cheap), stamped like
+    ``compat:<base>``."""
+    tasking.ensure_compat(project, stack.base.id)
     return pipeline.compat_layer_path(project, stack.base.id)
 
 
@@ -133,7 +132,6 @@ def _check(kind: str, outcome: str, reason: str, where: Path, files: str) -> Non
 
 def probe(
     project: Project,
-    infos: Mapping[str, tasking.StackInfo],
     kind: str,
     stack: str = "",
     bare: bool = False,
@@ -145,7 +143,7 @@ def probe(
     """``doit probe:<kind>``: run the probe, write probe.json into the run's evidence."""
     from runner.probe import run_probe
 
-    loaded, deps, compat, label = context(project, infos, stack, bare)
+    loaded, deps, compat, label = context(project, tasking.stacks(project), stack, bare)
     result = run_probe(
         kind, loaded, deps=deps, compat=compat, context=label, gpu_mode=gpu_mode or None,
         timeout_seconds=timeout_seconds or None, backend=backend or None,
@@ -168,7 +166,6 @@ def _modes(text: str) -> list[str]:
 
 def ab(
     project: Project,
-    infos: Mapping[str, tasking.StackInfo],
     name: str,
     modes: str = ",".join(GPU_MODES),
     timeout_seconds: int = 0,
@@ -187,7 +184,7 @@ def ab(
         "evidence_root": project.evidence_dir,
     }  # fmt: skip
     if name == PROBE_GPU:
-        loaded, deps, compat, label = context(project, infos, stack, bare)
+        loaded, deps, compat, label = context(project, tasking.stacks(project), stack, bare)
         result = run_ab(loaded, name=PROBE_GPU, deps=deps, compat=compat, probe_kind="gpu",
                         context=label, **common)  # fmt: skip
     else:
@@ -238,8 +235,23 @@ def bench(
 # --- task generators ---------------------------------------------------------------------
 
 
-def _do(step: Any, *args: Any) -> Any:
-    return functools.partial(action(step), *args)
+def _do(step: str, *args: Any) -> tuple[Step, list[Any]]:
+    return (Step(f"tasks.probes:{step}"), list(args))
+
+
+def _app_task(project: Project, info: tasking.StackInfo, kind: str,
+              params: list[Any], doc: str) -> dict[str, Any]:
+    """``<kind>:<app>``: after the app's overlay is up to date, never itself up to date."""
+    return {
+        "basename": f"{kind}:{info.name}",
+        "doc": doc,
+        "actions": [_do(kind, project, info.name)],
+        "task_dep": [f"overlay:{info.name}"],
+        "file_dep": info.app_deps,
+        "params": params,
+        "uptodate": [False],
+        "verbosity": 2,
+    }
 
 
 def task_probe(
@@ -254,7 +266,7 @@ def task_probe(
         yield {
             "basename": f"probe:{kind}",
             "doc": doc,
-            "actions": [_do(probe, project, infos, kind)],
+            "actions": [_do("probe", project, kind)],
             "params": PROBE_PARAMS,
             "uptodate": [False],
             "verbosity": 2,
@@ -266,20 +278,12 @@ def task_ab(
 ) -> Iterator[dict[str, Any]]:
     """ab:<app> and ab:probe-gpu: the same run under each --gpu-mode, and diff.json."""
     for name in app_stacks(infos):
-        yield {
-            "basename": f"ab:{name}",
-            "doc": f"run {name}'s app under each --gpu-mode; evidence per mode and diff.json",
-            "actions": [_do(ab, project, infos, name)],
-            "task_dep": [f"overlay:{name}"],
-            "file_dep": infos[name].app_deps,
-            "params": AB_PARAMS,
-            "uptodate": [False],
-            "verbosity": 2,
-        }
+        yield _app_task(project, infos[name], "ab", AB_PARAMS,
+                        f"run {name}'s app under each --gpu-mode; evidence per mode and diff.json")
     yield {
         "basename": f"ab:{PROBE_GPU}",
         "doc": "run the GPU probe under each --gpu-mode; diff.json lines up the renderers",
-        "actions": [_do(ab, project, infos, PROBE_GPU)],
+        "actions": [_do("ab", project, PROBE_GPU)],
         "params": AB_PROBE_PARAMS,
         "uptodate": [False],
         "verbosity": 2,
@@ -291,13 +295,5 @@ def task_bench(
 ) -> Iterator[dict[str, Any]]:
     """bench:<app>: cold and warm start-up timings per phase (bench.json)."""
     for name in app_stacks(infos):
-        yield {
-            "basename": f"bench:{name}",
-            "doc": f"time {name}'s cold and warm starts (--runs N, --ready REGEX); bench.json",
-            "actions": [_do(bench, project, name)],
-            "task_dep": [f"overlay:{name}"],
-            "file_dep": infos[name].app_deps,
-            "params": BENCH_PARAMS,
-            "uptodate": [False],
-            "verbosity": 2,
-        }
+        yield _app_task(project, infos[name], "bench", BENCH_PARAMS,
+                        f"time {name}'s cold and warm starts (--runs N, --ready REGEX); bench.json")

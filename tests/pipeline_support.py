@@ -1,15 +1,13 @@
 """Helpers of tests/test_pipeline.py and tests/test_build_command.py.
 
-A throwaway fexstack project: ``dodo.py`` and ``pyproject.toml`` copied from this
-checkout, ``stacks/`` pointing at a fixture repository (a soname chain and glibc built
-by the fixture factory) and a fixture base (a directory tree with a kiwi package list).
-``doit`` runs as a subprocess in it, with its own cache, and its output is parsed.
-"""
+A throwaway fexstack project: ``stacks/`` pointing at a fixture repository (a soname
+chain and glibc built by the fixture factory) and a fixture base (a directory tree with
+a kiwi package list). ``python3 -m tasks`` (doit with fexstack's tasks) runs as a
+subprocess in it, with its own cache, and its output is parsed."""
 
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -168,7 +166,7 @@ class Project:
         return env
 
     def argv(self, *args: str) -> list[str]:
-        return [sys.executable, "-m", "doit", *args]
+        return [sys.executable, "-m", "tasks", *args]
 
     def doit(self, *args: str, check: bool = True, timeout: float = 180) -> DoitRun:
         proc = subprocess.run(
@@ -201,8 +199,6 @@ def new_project(where: Path, fixtures: Fixtures, *, stacks: Sequence[str] = ("ap
     """A project with one stack per name (seed pipe-c, or pipe-other for a second stack)."""
     root = where / "project"
     (root / "stacks" / "bases").mkdir(parents=True)
-    shutil.copy(CHECKOUT / "dodo.py", root / "dodo.py")
-    shutil.copy(CHECKOUT / "pyproject.toml", root / "pyproject.toml")
     (root / "stacks" / "repos.toml").write_text(
         f'[repos.fixture]\nbaseurl = ["{fixtures.repo}"]\ngpgcheck = false\n'
     )

@@ -1,12 +1,12 @@
 """The embedded demo end to end, through doit, in a throwaway copy of the project.
 
-The copy holds dodo.py, pyproject.toml and stacks/; the demo's sources (demo/) are read
-from this repository through fexstack.paths.PROJECT_ROOT, and everything generated
-(repo, base, AppImage, overlays, evidence) lands in the copy. The copy's stacks have no
-demo.lock.toml: the lock is made afresh from the copy's own demo repository (a lock names
-locations inside its local repository, so a committed one would fetch there too). One
-project is built per module; each run gets its own FEXSTACK_CACHE.
-"""
+The copy holds stacks/ (``python3 -m tasks`` runs doit with fexstack's tasks there); the
+demo's sources (demo/) are read from this repository through
+fexstack.paths.PROJECT_ROOT, and everything generated (repo, base, AppImage, overlays,
+evidence) lands in the copy. The copy's stacks have no demo.lock.toml: the lock is made
+afresh from the copy's own demo repository (a lock names locations inside its local
+repository, so a committed one would fetch there too). One project is built per module;
+each run gets its own FEXSTACK_CACHE."""
 
 from __future__ import annotations
 
@@ -56,7 +56,7 @@ def doit(project: Path, *args: str, cache: Path, **env: str) -> Doit:
         full.pop(key, None)
     full.update(env)
     proc = subprocess.run(
-        [sys.executable, "-m", "doit", *args],
+        [sys.executable, "-m", "tasks", *args],
         cwd=project,
         env=full,
         capture_output=True,
@@ -69,8 +69,6 @@ def doit(project: Path, *args: str, cache: Path, **env: str) -> Doit:
 
 def copy_project(dest: Path, *, keep_lock: bool = False) -> Path:
     dest.mkdir(parents=True)
-    for name in ("dodo.py", "pyproject.toml"):
-        shutil.copy2(PROJECT_ROOT / name, dest / name)
     shutil.copytree(PROJECT_ROOT / "stacks", dest / "stacks", symlinks=True)
     if not keep_lock:
         (dest / "stacks" / "demo.lock.toml").unlink(missing_ok=True)

@@ -1,6 +1,6 @@
 """The doit pipeline end to end: a throwaway project, real doit processes, real tools.
 
-Each test gets a fresh project (dodo.py and pyproject.toml copied from this checkout)
+Each test gets a fresh project (its stacks; ``python3 -m tasks`` runs doit there)
 whose stacks point at a fixture repository (a soname chain pipe-c -> pipe-b -> pipe-a,
 plus glibc) and a directory base holding glibc. The module builds the repository and
 bases once. Lines of doit's output starting with ".  " are tasks it executed, "-- "
@@ -79,7 +79,7 @@ def test_first_build_runs_every_step(project: ps.Project) -> None:
     stage = jsonio.read(project.build / "app" / "stage.json")
     assert (stage["extracted"], stage["reused"]) == (3, 0)
     assert project.lock("app").is_file()
-    # The dependency database is sqlite3, where dodo.py says (not dbm beside dodo.py).
+    # The dependency database is sqlite3, where the task layer says (not dbm in the project).
     db = project.build / ".doit.db"
     assert db.read_bytes()[:16] == b"SQLite format 3\x00"
     with sqlite3.connect(db) as conn:

@@ -1,0 +1,57 @@
+"""The task layer: a namespace made without work, actions doit's workers can unpickle."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+from typing import Any
+
+from fexstack.paths import PROJECT_ROOT
+from tasks import creators, declare
+from tasks.action import Step
+
+
+def tasks_of(namespace: dict[str, Any]) -> list[dict[str, Any]]:
+    out = []
+    for name, creator in namespace.items():
+        if name.startswith("task_"):
+            made = creator()
+            out += [made] if isinstance(made, dict) else list(made)
+    return out
+
+
+def test_namespace_is_made_without_reading_or_writing(tmp_path: Path) -> None:
+    namespace = creators.namespace(tmp_path)  # no stacks/ here: nothing is read yet
+    assert sorted(k for k in namespace if not k.startswith("task_")) == ["DOIT_CONFIG"]
+    assert list(tmp_path.iterdir()) == []
+    assert namespace["DOIT_CONFIG"]["dep_file"] == str(tmp_path / "build" / ".doit.db")
+    assert namespace["DOIT_CONFIG"]["reporter"] is declare.EvidenceReporter
+    # asked for tasks, a project without stacks has only the ones that need none
+    names = {t.get("basename") or t.get("name") for t in tasks_of(namespace)}
+    assert names == {"repo", "base", "appimage", None, "ab:probe-gpu", "probe:display",
+                     "probe:gpu"}
+
+
+def test_every_action_of_every_task_pickles() -> None:
+    """Plain pickle, as doit's workers get them when they are not forked."""
+    tasks = tasks_of(creators.namespace(PROJECT_ROOT))
+    assert len(tasks) > 40
+    steps = 0
+    for task in tasks:
+        clean = task.get("clean")
+        for act in [*(task.get("actions") or []), *(clean if isinstance(clean, list) else [])]:
+            assert isinstance(act, tuple), (task, act)
+            again = pickle.loads(pickle.dumps(act))
+            if isinstance(act[0], Step):
+                steps += 1
+                assert again[0].ref == act[0].ref and callable(again[0].target())
+    assert steps > 25
+    assert pickle.loads(pickle.dumps(declare.EvidenceReporter)) is declare.EvidenceReporter
+
+
+def test_a_step_has_its_functions_signature() -> None:
+    import inspect
+
+    from tasks.declare import why
+
+    assert inspect.signature(Step("tasks.declare:why")) == inspect.signature(why)
