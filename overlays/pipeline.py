@@ -5,8 +5,10 @@ declares them as doit tasks and turns their errors into failed tasks.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -137,7 +139,7 @@ def compat(project: Project, base_id: str) -> None:
     manifest = image.with_suffix(".manifest.json")
     starting(compat_record(project, base_id), manifest)
     tree = ensure(base.image)
-    record: dict[str, Any] = {"base": base_id, "image": None, "manifest": None}
+    record = CompatRecord(base_id)
     if tree is None:
         atomic.remove(image)
         atomic.remove(manifest)
@@ -162,14 +164,35 @@ def compat(project: Project, base_id: str) -> None:
                 base_tree_sha256=base_tree,
             ),
         )
-        record.update(image=image.name, manifest=manifest.name, sha256=info.sha256)
-    jsonio.write(compat_record(project, base_id), record)
+        record = CompatRecord(base_id, image.name, manifest.name, info.sha256)
+    record.write(compat_record(project, base_id))
+
+
+@dataclass(frozen=True)
+class CompatRecord:
+    """``build/compat/<base>.json``: the compat overlay of a base (schema ``compat``)."""
+
+    base: str
+    image: str | None = None  # in build/overlays; None when the base needs no compat overlay
+    manifest: str | None = None
+    sha256: str | None = None
+
+    def write(self, path: Path) -> None:
+        doc = {k: v for k, v in dataclasses.asdict(self).items() if v is not None or
+               k in ("image", "manifest")}
+        jsonio.write(path, doc, "compat")
+
+    @classmethod
+    def read(cls, path: Path) -> CompatRecord:
+        doc = jsonio.read(path)
+        jsonio.validate(doc, "compat")
+        return cls(**doc)
 
 
 def compat_layer_path(project: Project, base_id: str) -> Path | None:
     """The compat image of a base, or None when the base needs none."""
-    record = jsonio.read(compat_record(project, base_id))
-    return project.overlays_dir / record["image"] if record.get("image") else None
+    record = CompatRecord.read(compat_record(project, base_id))
+    return project.overlays_dir / record.image if record.image else None
 
 
 # --- check and image ---------------------------------------------------------------------

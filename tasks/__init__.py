@@ -13,6 +13,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from fexstack import jsonio
+
+jsonio.register_schemas(Path(__file__).resolve().parent / "schemas")
+
 # doit's plugin commands of a fexstack project (the only copy: pyproject.toml's are for
 # `doit` run in this checkout)
 COMMANDS = {"build": "tasks.build_command:Build"}

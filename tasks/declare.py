@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 from doit.reporter import ConsoleReporter
 
 from fexstack import atomic, jsonio
@@ -423,6 +424,7 @@ def appcheck_for(project: Project, stack: Stack) -> Any:
 # date only when its stamp matches the current ones. The stamp is removed first thing
 # when the step starts, so a step that fails or is killed is never taken as done.
 
+STAMP_SCHEMA = "stamp"  # tasks/schemas/stamp.schema.json: the one writer and reader are here
 _HASHED_UP_TO = 8 << 20  # bytes; larger files (base images) are fingerprinted by stat
 
 
@@ -486,7 +488,7 @@ def complete_step(stamp: Path, file_dep: Sequence[str], config: Any) -> None:
     ``file_dep`` may also name outputs that are sources too (the lock), so that a lock
     replaced by hand is checked again.
     """
-    jsonio.write(stamp, _stamp(file_dep, config))
+    jsonio.write(stamp, _stamp(file_dep, config), STAMP_SCHEMA)
 
 
 def step_done(stamp: Path, file_dep: Sequence[str], config: Any) -> Callable[[], bool]:
@@ -495,8 +497,9 @@ def step_done(stamp: Path, file_dep: Sequence[str], config: Any) -> Callable[[],
     def check() -> bool:
         try:
             recorded = jsonio.read(stamp)
-        except (OSError, ValueError):
-            return False
+            jsonio.validate(recorded, STAMP_SCHEMA)
+        except (OSError, ValueError, jsonschema.ValidationError):
+            return False  # missing or not a stamp: the step runs again
         return bool(recorded == _stamp(file_dep, config))
 
     return check

@@ -55,3 +55,46 @@ def test_a_step_has_its_functions_signature() -> None:
     from tasks.declare import why
 
     assert inspect.signature(Step("tasks.declare:why")) == inspect.signature(why)
+
+
+def test_a_stamp_is_a_typed_record(tmp_path: Path) -> None:
+    import jsonschema
+    import pytest
+
+    dep = tmp_path / "input"
+    dep.write_text("one")
+    stamp = tmp_path / ".lock.done.json"
+    config = declare.step_config("lock", {"seeds": ["a"]})
+    done = declare.step_done(stamp, [str(dep)], config)
+    assert not done()
+    declare.complete_step(stamp, [str(dep)], config)
+    assert done()
+    dep.write_text("two")
+    assert not done()
+    for foreign in ('{"files": {}, "config": "x"}', "not json", '{"files": {}}'):
+        stamp.write_text(foreign)
+        assert not done(), foreign
+    with pytest.raises(jsonschema.ValidationError):
+        declare.complete_step(stamp, [str(dep)], {"recipe": 0, "inputs": None})
+
+
+def test_the_compat_record_is_a_typed_record(tmp_path: Path) -> None:
+    import jsonschema
+    import pytest
+
+    from overlays.pipeline import CompatRecord
+
+    path = tmp_path / "fixture.json"
+    none = CompatRecord("fixture")
+    none.write(path)
+    assert CompatRecord.read(path) == none
+    assert path.read_text().count("null") == 2  # image and manifest say "none needed"
+    some = CompatRecord("fixture", "compat-fixture.erofs", "compat-fixture.manifest.json",
+                        "ab" * 32)
+    some.write(path)
+    assert CompatRecord.read(path) == some
+    with pytest.raises(jsonschema.ValidationError):
+        CompatRecord("fixture", "compat-fixture.erofs").write(path)  # an image needs its sha256
+    path.write_text('{"base": "fixture", "image": null, "manifest": null, "extra": 1}\n')
+    with pytest.raises(jsonschema.ValidationError):
+        CompatRecord.read(path)
