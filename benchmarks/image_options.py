@@ -12,7 +12,7 @@ Each figure is the median of ``--runs`` runs, in seconds, all in one run of this
   ``--workers=N`` (erofs-utils 1.9 defaults to one worker per core);
 - ``mkfs_from_tar``: ``mkfs.erofs --tar=f`` reading a tar of the tree from stdin (the tar
   made beforehand, untimed: what building from the per-RPM cache's streams would cost);
-- ``scan_tree``: listing and hashing the staged tree (:func:`overlays.readback.scan`);
+- ``scan_tree``: listing and hashing the staged tree (:func:`overlays.treescan.scan`);
 - ``readback_extract``: ``fsck.erofs --extract`` into a tmpfs, then listing and hashing the
   copy (the read-back before this change);
 - ``readback_mount``: the image mounted in a private namespace and listed and hashed
@@ -39,7 +39,7 @@ from typing import Any
 
 from fexstack import command
 from fexstack.digest import sha256_file
-from overlays import imagemount, readback
+from overlays import imagemount, readback, treescan
 from overlays.image import MKFS, MKFS_ENV, build_image, mkfs_flags
 
 SEED = "benchmark image options"
@@ -100,7 +100,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         found["mkfs_from_tar"] = timed(from_tar, args.runs, unlink)
         tar.unlink()
         command.run([MKFS, *flags, image, tree], env=env)
-        found["scan_tree"] = timed(lambda: readback.scan(tree), args.runs)
+        found["scan_tree"] = timed(lambda: treescan.scan(tree), args.runs)
         found["readback_extract"] = timed(
             lambda: readback.list_image(image, method="extract", room=(1 << 30, 200_000)), args.runs
         )

@@ -1,6 +1,6 @@
 """Install-time caches: one the overlay's inputs need and the merged view lacks or has stale.
 
-For each kind of :data:`overlays.caches.KINDS` whose inputs the overlay adds: the cache
+For each kind of :data:`invariants.cachekinds.KINDS` whose inputs the overlay adds: the cache
 must be the overlay's own (the stage step writes it, :mod:`overlays.caches.generate`).
 A cache a lower layer has (the base's: precedence keeps it, and it does not list the
 overlay's inputs) is reported stale; no cache at all is reported missing (no tool in the
@@ -11,8 +11,8 @@ what the app will meet.
 
 from __future__ import annotations
 
+from invariants.cachekinds import KINDS
 from invariants.context import CheckContext, Finding
-from overlays.caches import KINDS
 
 NAME = "caches"
 

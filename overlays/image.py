@@ -50,8 +50,8 @@ from pathlib import Path
 from fexstack import atomic, command
 from fexstack.digest import sha256_file
 from fexstack.errors import FexstackError, ImageError
-from overlays import readback, validator
-from overlays.readback import Entry
+from overlays import readback, treescan, validator
+from overlays.treescan import Entry
 
 MKFS = "mkfs.erofs"
 BLOCK_SIZE = validator.BLOCK_SIZE
@@ -174,7 +174,7 @@ def build_image(
         # The tree is listed and hashed while mkfs.erofs (another process) reads it; the
         # read-back re-scans it afterwards and re-hashes only what changed meanwhile.
         with ThreadPoolExecutor(1, thread_name_prefix="fexstack-scan") as pool:
-            scanning = pool.submit(readback.scan, tree)
+            scanning = pool.submit(treescan.scan, tree)
             try:
                 command.run(argv, env=MKFS_ENV, timeout=timeout)
             except FexstackError as exc:

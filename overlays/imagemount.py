@@ -5,7 +5,7 @@ mount namespace of its own (``unshare(CLONE_NEWNS)``, every mount made private s
 propagates out), mounts the image read-only with mount(2) (a file-backed EROFS mount,
 Linux 6.12+, no loop device; an image on tmpfs cannot be mounted that way, and through a
 loop device the read-back was slower than extracting), scans the mount exactly like a
-staged tree (:func:`overlays.readback.scan`: listing, sha256 of every regular file in
+staged tree (:func:`overlays.treescan.scan`: listing, sha256 of every regular file in
 threads) and prints the entries as JSON lines. The mount exists only in that namespace: it
 goes away with the child however the child ends, and no other process ever sees it.
 
@@ -33,7 +33,7 @@ from typing import Any
 
 from fexstack import atomic, command
 from fexstack.errors import FexstackError, ImageError
-from overlays.readback import HASH_JOBS, Entry, scan
+from overlays.treescan import HASH_JOBS, Entry, scan
 
 UNAVAILABLE = 75  # the child's exit status when it cannot mount (EX_TEMPFAIL)
 # mount(2) flags (linux/mount.h).

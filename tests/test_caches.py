@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from fexstack.errors import StageError
+from invariants.cachekinds import KINDS, gsettings, mime
 from invariants.view import Layer, View
-from overlays.caches import KINDS, generate, gsettings, mime
+from overlays.caches import generate
 from tests.realworld.corpus import Corpus
 
 SCHEMA = """<schemalist>

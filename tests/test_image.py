@@ -17,7 +17,7 @@ import pytest
 
 from fexstack import command
 from fexstack.errors import ImageError
-from overlays import readback, validator
+from overlays import readback, treescan, validator
 from overlays.image import build_image, image_uuid, mkfs_flags
 
 SEED = "sha256:0123abcd demo"
@@ -322,26 +322,26 @@ def test_rescan_rehashes_only_changed_files(
     tree = make_tree(tmp_path / "t")
     set_times(tree, 1_000_000_000)
     # ctimes are "now": pretend the first scan began well after them.
-    first = readback.scan(tree)
-    first = dataclasses.replace(first, started_ns=first.started_ns + 10 * readback.RACY_NS)
+    first = treescan.scan(tree)
+    first = dataclasses.replace(first, started_ns=first.started_ns + 10 * treescan.RACY_NS)
     hashed: list[str] = []
-    real = readback.hash_file
+    real = treescan.hash_file
 
     def counting(full: str, size: int) -> str:
         hashed.append(full)
         return real(full, size)
 
-    monkeypatch.setattr(readback, "hash_file", counting)
-    again = readback.scan(tree, previous=first)
+    monkeypatch.setattr(treescan, "hash_file", counting)
+    again = treescan.scan(tree, previous=first)
     assert hashed == [] and again.entries == first.entries
     (tree / "etc/foo.conf").write_bytes(b"key = VALUE\n")
-    again = readback.scan(tree, previous=first)
+    again = treescan.scan(tree, previous=first)
     assert hashed == [str(tree / "etc/foo.conf")]
     assert again.entries["/etc/foo.conf"].sha256 != first.entries["/etc/foo.conf"].sha256
     # Without the margin (ctime close to the first scan's start) everything is re-read.
-    recent = readback.scan(tree)
+    recent = treescan.scan(tree)
     hashed.clear()
-    readback.scan(tree, previous=recent)
+    treescan.scan(tree, previous=recent)
     assert len(hashed) == 8
 
 
@@ -351,10 +351,10 @@ def test_parallel_hashing_matches_one_thread(tmp_path: Path) -> None:
     rng = random.Random(3)
     for i in range(300):
         (tree / f"f{i}").write_bytes(rng.randbytes(rng.randint(0, 70_000)))
-    (tree / "big").write_bytes(big_bytes(readback.SMALL_FILE + 5))
-    one = readback.scan(tree, jobs=1).entries
-    assert readback.scan(tree, jobs=4).entries == one
-    assert one["/big"].sha256 == hashlib.sha256(big_bytes(readback.SMALL_FILE + 5)).hexdigest()
+    (tree / "big").write_bytes(big_bytes(treescan.SMALL_FILE + 5))
+    one = treescan.scan(tree, jobs=1).entries
+    assert treescan.scan(tree, jobs=4).entries == one
+    assert one["/big"].sha256 == hashlib.sha256(big_bytes(treescan.SMALL_FILE + 5)).hexdigest()
     assert one["/f7"].sha256 == hashlib.sha256((tree / "f7").read_bytes()).hexdigest()
 
 
@@ -368,7 +368,7 @@ def test_mount_and_extract_readbacks_agree(tmp_path: Path, privileged: None) -> 
     info = build_image(tree, tmp_path / "out" / "demo.erofs", uuid_seed=SEED)
     mounted = readback.list_image(info.path, method="mount")
     assert mounted == readback.list_image(info.path, method="extract")
-    assert mounted == readback.list_tree(tree)
+    assert mounted == treescan.list_tree(tree)
     assert mounted["/usr/libexec/foo/suid-helper"].mode == 0o4755
     assert mounted["/usr/lib64/big.bin"].sha256 == hashlib.sha256(big_bytes()).hexdigest()
     # The mount lived in the child's namespace only; its mount point is gone too.
@@ -412,7 +412,7 @@ def test_image_on_tmpfs_is_extracted_not_mounted(
         with pytest.raises(imagemount.Unavailable, match="Block device required"):
             readback.list_image(info.path, method="mount")
         seen = extraction_dirs(monkeypatch)
-        assert readback.list_image(info.path) == readback.list_tree(tree)
+        assert readback.list_image(info.path) == treescan.list_tree(tree)
         assert len(seen) == 1
         assert leftovers(ram) == []
     finally:
@@ -426,7 +426,7 @@ def test_readback_without_root_extracts(tmp_path: Path, monkeypatch: pytest.Monk
     info = build_image(tree, tmp_path / "demo.erofs", uuid_seed=SEED)
     monkeypatch.setattr(imagemount.os, "geteuid", lambda: 1000)
     seen = extraction_dirs(monkeypatch)
-    assert readback.list_image(info.path) == readback.list_tree(tree)
+    assert readback.list_image(info.path) == treescan.list_tree(tree)
     assert len(seen) == 1
     with pytest.raises(imagemount.Unavailable, match="needs root"):
         readback.list_image(info.path, method="mount")

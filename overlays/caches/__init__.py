@@ -1,27 +1,3 @@
-"""Install-time caches: the one table of cache kinds, one small module each.
-
-See :mod:`overlays.caches.kind` for what a kind declares, :mod:`overlays.caches.generate`
-for how the stage step writes them, and :mod:`invariants.caches` for the check.
-"""
-
-from __future__ import annotations
-
-from collections.abc import Mapping
-from types import MappingProxyType
-
-from overlays.caches import fontconfig, giomodules, gsettings, immodules, mime, pixbuf
-from overlays.caches.kind import Kind
-
-KINDS: Mapping[str, Kind] = MappingProxyType({
-    k.name: k
-    for k in (
-        gsettings.KIND,
-        mime.KIND,
-        pixbuf.KIND,
-        giomodules.KIND,
-        immodules.KIND,
-        fontconfig.KIND,
-    )
-})
-
-__all__ = ["KINDS", "Kind"]
+"""Install-time caches the stage step writes (:mod:`overlays.caches.generate`, one pass per
+overlay: :mod:`overlays.caches.step`). The cache kinds, the one table the check shares, are
+:mod:`invariants.cachekinds`."""

@@ -1,6 +1,6 @@
 """Write the install-time caches of an overlay for the merged view (the stage step).
 
-For each kind of :data:`overlays.caches.KINDS`: when the overlay adds inputs (or the
+For each kind of :data:`invariants.cachekinds.KINDS`: when the overlay adds inputs (or the
 layers below carry inputs but no cache, as a base installed without scriptlets does),
 and the cache's path is neither a lower layer's (precedence: the base's file wins, the
 check reports it stale) nor one the base declares the host provides (the overlay's cache
@@ -30,9 +30,9 @@ from typing import Any
 from fexstack import command, jsonio
 from fexstack.digest import sha256_file
 from fexstack.errors import StageError
+from invariants.cachekinds import KINDS
+from invariants.cachekinds.kind import Kind
 from invariants.view import View
-from overlays.caches import KINDS
-from overlays.caches.kind import Kind
 
 RECIPE = 1  # bump when what is generated or how changes
 

@@ -40,9 +40,10 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from runner.packer import build_appimage
+
 from fexstack import command
 from fexstack.atomic import write_bytes
-from runner.packer import build_appimage
 
 
 def write_apprun(appdir: Path, program: str, env: Mapping[str, str] | None = None) -> Path:

@@ -1,6 +1,6 @@
 """gdk-pixbuf: ``loaders.cache``, the loader modules and the formats each reads."""
 
-from overlays.caches.kind import Kind
+from invariants.cachekinds.kind import Kind
 
 DIR = "/usr/lib/x86_64-linux-gnu/gdk-pixbuf-2.0/2.10.0"
 

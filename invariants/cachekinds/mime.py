@@ -1,6 +1,6 @@
 """shared-mime-info: ``mime.cache`` and its companions from ``packages/*.xml``."""
 
-from overlays.caches.kind import Kind
+from invariants.cachekinds.kind import Kind
 
 MIME = "/usr/share/mime"
 

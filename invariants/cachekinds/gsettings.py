@@ -1,6 +1,6 @@
 """GSettings: ``gschemas.compiled`` from the schema files (glib's file trigger)."""
 
-from overlays.caches.kind import Kind
+from invariants.cachekinds.kind import Kind
 
 SCHEMAS = "/usr/share/glib-2.0/schemas"
 

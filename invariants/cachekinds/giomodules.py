@@ -1,6 +1,6 @@
 """GIO modules: ``giomodule.cache``, which extension points each module implements."""
 
-from overlays.caches.kind import Kind
+from invariants.cachekinds.kind import Kind
 
 DIR = "/usr/lib/x86_64-linux-gnu/gio/modules"
 

@@ -4,7 +4,7 @@ fc-cache's files record each font folder's mtime, so no two builds would give th
 bytes; fontconfig without them scans the fonts when an app starts and works.
 """
 
-from overlays.caches.kind import Kind
+from invariants.cachekinds.kind import Kind
 
 KIND = Kind(
     name="fontconfig",

@@ -1,6 +1,6 @@
 """GTK 3 input methods: ``immodules.cache``."""
 
-from overlays.caches.kind import Kind
+from invariants.cachekinds.kind import Kind
 
 DIR = "/usr/lib/x86_64-linux-gnu/gtk-3.0/3.0.0"
 
