@@ -23,6 +23,7 @@ never leaves the root, and a loop is reported.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import posixpath
 import stat
@@ -31,11 +32,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import jsonschema
+
 from fexstack import atomic, command, digest, jsonio, paths
 from fexstack.errors import CheckError
 from invariants import elf, ldcache
 
+log = logging.getLogger("fexstack.view")
 INDEX_VERSION = 1
+INDEX_SCHEMA = "view-index"  # the one writer and reader: _extracted_index
 MAX_SYMLINKS = 40  # Linux's limit on symlinks followed in one lookup
 LDCACHE = "/etc/ld.so.cache"
 
@@ -212,10 +217,14 @@ def _extracted_index(root: Path, layer: str) -> Tree | None:
     index_path = folder / "index.json"
     try:
         data = jsonio.read(index_path)
-        if data.get("version") == INDEX_VERSION and data.get("image_sha256") == folder.name:
+        jsonio.validate(data, INDEX_SCHEMA)
+        if data["image_sha256"] == folder.name:
             return _tree_from_index(data, root, layer)
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        pass
+    except FileNotFoundError:
+        pass  # not indexed yet
+    except (OSError, ValueError, jsonschema.ValidationError) as exc:
+        log.warning("view index %s is not usable (%s); indexing the tree again", index_path,
+                    type(exc).__name__)
     tree = _walk(root, layer)
     data = {
         "version": INDEX_VERSION,
@@ -224,7 +233,7 @@ def _extracted_index(root: Path, layer: str) -> Tree | None:
                   for p, n in tree.nodes.items()},
         "elves": tree.elves(),
     }
-    jsonio.write(index_path, data)
+    jsonio.write(index_path, data, INDEX_SCHEMA)
     elf.flush()
     return tree
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from fexstack import command, digest
+from fexstack import command, digest, jsonio
 from invariants import ldcache, view
 from invariants.view import Layer, Tree, View
 from testkit.factory import Factory, Library
@@ -32,6 +32,13 @@ def test_image_indexes_like_its_directory(factory: Factory, tmp_path: Path) -> N
         assert tree.sonames() == from_dir.sonames()
     assert from_dir.sonames()["/usr/lib64/libextra.so.3"] == "libextra.so.3"
     assert from_dir.nodes["/usr/lib64/libextra.so"].target == "libextra.so.3"
+    # the index is a typed record: one that does not match its schema is made again
+    index_json = view.image_cache(image) / "index.json"
+    jsonio.validate(jsonio.read(index_json), view.INDEX_SCHEMA)
+    index_json.write_text('{"version": 1, "nodes": {}}\n')
+    rebuilt = view.index(image)
+    assert rebuilt.nodes.keys() == from_dir.nodes.keys()
+    jsonio.validate(jsonio.read(index_json), view.INDEX_SCHEMA)
     cache_dir = View([Layer("base", base, "base")]).ldcache()
     cache_img = View([view.layer(image, "base")]).ldcache()
     assert cache_dir is not None and cache_img == cache_dir
