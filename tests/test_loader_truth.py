@@ -212,8 +212,8 @@ def test_a_library_naming_the_loader_gets_the_loaded_one(
     path = f"{dirs[-1]}/libneedsrtld.so.1"
     factory.elf(deps / path.lstrip("/"), Library("libneedsrtld.so.1",
                                                   needs=("ld-linux-x86-64.so.2",)))
-    report = check_tree(deps, stack_class="deps", owners={}, view_layers=[base_layer(base)],
-                        lib_dirs=dirs, hwcaps=hwcaps)
+    policy = CheckPolicy("deps", lib_dirs=tuple(dirs), hwcaps=tuple(hwcaps))
+    report = check_tree(deps, policy, owners={}, view_layers=[base_layer(base)])
     [row] = [r for r in report.linkability if r["path"] == path]
     [need] = [n for n in row["needs"] if n["soname"] == "ld-linux-x86-64.so.2"]
     assert (need["soname"], need["via"], need["path"]) == (

@@ -28,7 +28,7 @@ import pytest
 from fexstack import command, jsonio
 from invariants.loader import Loader, Search
 from invariants.view import Layer, Tree, View
-from runner import packer
+from testkit import packer
 from tests.pipeline_support import CHECKOUT, DoitRun
 from tests.realworld import corpus as corpusmod
 from tests.realworld.corpus import Corpus
@@ -94,7 +94,7 @@ class RealProject:
         for key in ("FEXSTACK_MUVM", "DISPLAY", "WAYLAND_DISPLAY"):
             full.pop(key, None)
         full.update(env)
-        proc = subprocess.run([sys.executable, "-m", "doit", *args], cwd=self.root, env=full,
+        proc = subprocess.run([sys.executable, "-m", "tasks", *args], cwd=self.root, env=full,
                               capture_output=True, text=True, timeout=DOIT_TIMEOUT)
         run = DoitRun(list(args), proc.returncode, proc.stdout, proc.stderr)
         if check and proc.returncode != 0:
@@ -114,8 +114,6 @@ class RealProject:
 def new_project(where: Path, found: Corpus) -> RealProject:
     root = where / "project"
     root.mkdir(parents=True)
-    shutil.copy(CHECKOUT / "dodo.py", root / "dodo.py")
-    shutil.copy(CHECKOUT / "pyproject.toml", root / "pyproject.toml")
     found.write_stacks_dir(root / "stacks")
     project = RealProject(root, where / "cache", found)
     project.write("gst", stack_toml(found, "GStreamer core, base and good plugins", GST))

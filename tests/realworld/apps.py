@@ -6,7 +6,7 @@ stack's seeds, or what the base declares the host provides. That is what the rea
 tests measure.
 
 API (all paths absolute; every builder returns the AppImage's path and writes it
-atomically through :func:`runner.packer.build_appimage`, reproducibly: same inputs, same
+atomically through :func:`testkit.packer.build_appimage`, reproducibly: same inputs, same
 bytes):
 
 - :func:`from_deb` ``(deb, out, program=..., keep=(), env={})``: the AppDir holds the
@@ -40,10 +40,9 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from runner.packer import build_appimage
-
 from fexstack import command
 from fexstack.atomic import write_bytes
+from testkit.packer import build_appimage
 
 
 def write_apprun(appdir: Path, program: str, env: Mapping[str, str] | None = None) -> Path:

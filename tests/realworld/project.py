@@ -1,7 +1,7 @@
 """A throwaway fexstack project on the real-world corpus, for ``doit overlay:``/``run:``.
 
-Test tooling only. :func:`new_project` copies this checkout's ``dodo.py`` into
-``where/project`` with ``stacks/repos.toml`` (repo ``realworld``) and
+Test tooling only. :func:`new_project` makes ``where/project`` (``python3 -m tasks`` runs
+doit with fexstack's tasks there) with ``stacks/repos.toml`` (repo ``realworld``) and
 ``stacks/bases/realworld.toml`` (the corpus base, plus ``host_provides`` when given);
 :func:`write_stack` writes a deps stack with seeds, an ``[app]`` (a thin AppImage from
 :mod:`tests.realworld.apps`) and kept executables. ``project.doit("run:<name>",
@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, cast
 
-from tests.pipeline_support import CHECKOUT, Project
+from tests.pipeline_support import Project
 from tests.realworld import corpus
 from tests.realworld.corpus import Corpus
 
@@ -32,8 +32,6 @@ def set_host_provides(project: Project, found: Corpus, paths: Sequence[str]) -> 
 def new_project(where: Path, found: Corpus, *, host_provides: Sequence[str] = ()) -> Project:
     root = where / "project"
     (root / "stacks" / "bases").mkdir(parents=True)
-    shutil.copy(CHECKOUT / "dodo.py", root / "dodo.py")
-    shutil.copy(CHECKOUT / "pyproject.toml", root / "pyproject.toml")
     shutil.copyfile(found.repos_toml, root / "stacks" / "repos.toml")
     project = Project(root, where / "cache", cast(Any, None))
     set_host_provides(project, found, host_provides)
