@@ -2,8 +2,9 @@
 
 doit's sqlite3 backend keeps its database consistent, but two builds of the same
 overlay would still race on the same staging trees and images. The lock is taken when a
-doit process that may execute tasks loads ``dodo.py``; a second one waits, saying who
-holds the lock. Child processes of ``doit -n N`` inherit the lock with the file.
+doit command that changes the project loads its tasks (tasks/loader.py); a second one
+waits, saying who holds the lock. The lock belongs to that process: the workers of
+``doit -n N`` are its children.
 """
 
 from __future__ import annotations

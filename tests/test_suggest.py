@@ -182,7 +182,7 @@ class GstProject:
 
     def doit(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "doit", *args], cwd=self.root, env=self.env(),
+            [sys.executable, "-m", "tasks", *args], cwd=self.root, env=self.env(),
             capture_output=True, text=True, timeout=600,
         )  # fmt: skip
 
@@ -207,8 +207,6 @@ def gst_project(
     work = tmp_path_factory.mktemp("suggest-gst")
     root = work / "project"
     realworld_corpus.write_stacks_dir(root / "stacks")
-    shutil.copy(CHECKOUT / "dodo.py", root / "dodo.py")
-    shutil.copy(CHECKOUT / "pyproject.toml", root / "pyproject.toml")
     # in /tmp, which the app sees as the host's; writable by the unprivileged app user
     frames = Path(tempfile.mkdtemp(prefix="fexstack-gst-frames-"))
     frames.chmod(0o1777)
