@@ -10,6 +10,7 @@ from typing import Any
 import jsonschema
 
 from fexstack import atomic, schemacheck
+from fexstack.errors import FexstackError
 
 # The schema folders, each registered by the package that owns it (its __init__.py):
 # this module knows nothing of the packages above it.
@@ -70,3 +71,31 @@ def write(path: Path, obj: Any, schema_name: str | None = None) -> None:
 
 def read(path: Path) -> Any:
     return json.loads(path.read_text())
+
+
+def read_record(
+    path: Path, schema_name: str, *, error: type[FexstackError], what: str, hint: str
+) -> Any:
+    """The document of a typed record's file, validated against ``schema_name``.
+
+    The one way a record's reader loads its file: a missing, unreadable, non-JSON or
+    schema-violating file raises ``error`` naming the file, what it should hold (``what``)
+    and, for a schema violation, where in the document; ``hint`` says how to make it again.
+    """
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise error(f"{path}: no {what}", hint) from exc
+    except OSError as exc:
+        raise error(f"{path}: cannot read the {what}: {exc.strerror}", hint) from exc
+    except ValueError as exc:  # also UnicodeDecodeError
+        raise error(f"{path}: not valid JSON ({what}): {exc}", hint) from exc
+    try:
+        validate(doc, schema_name)
+    except jsonschema.ValidationError as exc:
+        location = "/".join(str(p) for p in exc.absolute_path) or "(top)"
+        raise error(
+            f"{path}: does not match the {schema_name} schema at {location}: {exc.message}",
+            hint,
+        ) from exc
+    return doc

@@ -36,6 +36,7 @@ Policy, recorded in meta.json:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import hashlib
 import logging
@@ -72,10 +73,76 @@ log = logging.getLogger("fexstack.extract")
 
 EXTRACTED = "extracted"
 FORMAT = 1
+SCHEMA = "extracted"
+META = "meta.json"  # beside tree/
 
 
 def extracted_dir(cache: Path, sha256: str) -> Path:
     return cache / EXTRACTED / sha256
+
+
+@dataclass(frozen=True)
+class PackageId:
+    """The package an RPM's header names."""
+
+    name: str
+    epoch: int
+    version: str
+    release: str
+    arch: str
+
+
+@dataclass(frozen=True)
+class ExtractedMeta:
+    """``<cache>/extracted/<sha256>/meta.json`` (schema ``extracted``): what ``tree/`` holds.
+
+    Written once by :func:`extract` (:meth:`write`), read back by the cache's reuse and the
+    check step's digests (:meth:`read`); both validate against the schema. ``files`` maps
+    each installed path to its entry as the schema describes it (type, mode, size, sha256,
+    target, setuid, setgid, caps_dropped, user, group).
+    """
+
+    rpm_sha256: str
+    package: PackageId
+    files: Mapping[str, Mapping[str, Any]]
+    ghosts: tuple[str, ...]  # %ghost files: in the header, not created
+    setuid: tuple[str, ...]  # files with the setuid or setgid bit
+    caps_dropped: Mapping[str, str]  # path -> file capabilities the header asked for
+    fifos: tuple[str, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "rpm_sha256": self.rpm_sha256,
+            "package": dataclasses.asdict(self.package),
+            "files": {path: dict(entry) for path, entry in self.files.items()},
+            "ghosts": list(self.ghosts),
+            "setuid": list(self.setuid),
+            "caps_dropped": dict(self.caps_dropped),
+            "fifos": list(self.fifos),
+        }
+
+    def write(self, path: Path) -> None:
+        jsonio.write(path, self.to_json(), SCHEMA)
+
+    @classmethod
+    def read(cls, path: Path) -> ExtractedMeta:
+        doc = jsonio.read_record(
+            path,
+            SCHEMA,
+            error=StageError,
+            what="extracted-package record",
+            hint=f"remove {path.parent} and stage again: the package is extracted anew",
+        )
+        return cls(
+            rpm_sha256=doc["rpm_sha256"],
+            package=PackageId(**doc["package"]),
+            files=doc["files"],
+            ghosts=tuple(doc["ghosts"]),
+            setuid=tuple(doc["setuid"]),
+            caps_dropped=doc["caps_dropped"],
+            fifos=tuple(doc["fifos"]),
+        )
 
 
 @dataclass(frozen=True)
@@ -84,17 +151,16 @@ class Extracted:
 
     sha256: str
     tree: Path
-    meta: Mapping[str, Any]
+    meta: ExtractedMeta
     fresh: bool  # extracted by this call (False: reused from the cache)
 
     @property
     def name(self) -> str:
-        return str(self.meta["package"]["name"])
+        return self.meta.package.name
 
     @property
     def files(self) -> Mapping[str, Mapping[str, Any]]:
-        files: Mapping[str, Mapping[str, Any]] = self.meta["files"]
-        return files
+        return self.meta.files
 
 
 def extract(rpm_file: Path, sha256: str, *, cache: Path, package: str) -> Extracted:
@@ -113,7 +179,7 @@ def extract(rpm_file: Path, sha256: str, *, cache: Path, package: str) -> Extrac
     try:
         os.chmod(tmp, 0o755)
         meta = _Extraction(rpm_file, sha256, package, tmp / "tree").run()
-        jsonio.write(tmp / "meta.json", meta, "extracted")
+        meta.write(tmp / META)
         published = _publish(tmp, folder, sha256)
     except BaseException:
         atomic.remove(tmp)
@@ -149,16 +215,18 @@ def _publish(tmp: Path, folder: Path, sha256: str) -> Extracted | None:
 
 
 def _reuse(folder: Path, sha256: str) -> Extracted | None:
-    meta_path = folder / "meta.json"
+    meta_path = folder / META
     if not meta_path.exists():
         return None
     try:
-        meta = jsonio.read(meta_path)  # written by extract(); audited against tree/ here
-        if meta.get("format") != FORMAT or meta.get("rpm_sha256") != sha256:
-            problem: str | None = "written by another format or for another RPM"
+        meta = ExtractedMeta.read(meta_path)  # written by extract(); audited against tree/
+        if meta.rpm_sha256 != sha256:
+            problem: str | None = f"written for another RPM ({meta.rpm_sha256})"
         else:
             problem = _audit(folder / "tree", meta)
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+    except StageError as exc:  # missing since, unreadable, or not an extracted record
+        problem = exc.message
+    except OSError as exc:  # the audit's lstat
         problem = f"{type(exc).__name__}: {exc}"
     if problem is None:
         return Extracted(sha256=sha256, tree=folder / "tree", meta=meta, fresh=False)
@@ -167,10 +235,10 @@ def _reuse(folder: Path, sha256: str) -> Extracted | None:
     return None
 
 
-def _audit(tree: Path, meta: Mapping[str, Any]) -> str | None:
+def _audit(tree: Path, meta: ExtractedMeta) -> str | None:
     """Cheap check that ``tree`` still holds what ``meta`` says (types, sizes, modes)."""
     root = str(tree)  # string joins: pathlib per file costs more than the lstat
-    for path, entry in meta["files"].items():
+    for path, entry in meta.files.items():
         if not path.startswith("/") or not BAD_PARTS.isdisjoint(path.split("/")[1:]):
             return f"{path!r} is not a clean absolute path"
         try:
@@ -218,7 +286,7 @@ class _Extraction:
         self.root_fd = -1
         self.dirs: DirFds | None = None
 
-    def run(self) -> dict[str, Any]:
+    def run(self) -> ExtractedMeta:
         hdr = read_header(self.rpm_file, self.package)
         self.header = header_files(hdr)
         self.by_index = sorted(self.header, key=lambda p: self.header[p].index)
@@ -563,23 +631,24 @@ class _Extraction:
             record["group"] = known.group
         self.files[path] = record
 
-    def _meta(self, hdr: rpm.hdr) -> dict[str, Any]:
+    def _meta(self, hdr: rpm.hdr) -> ExtractedMeta:
         epoch = hdr[rpm.RPMTAG_EPOCH]
-        package = {
-            "name": text(hdr[rpm.RPMTAG_NAME]),
-            "epoch": int(epoch) if epoch is not None else 0,
-            "version": text(hdr[rpm.RPMTAG_VERSION]),
-            "release": text(hdr[rpm.RPMTAG_RELEASE]),
-            "arch": text(hdr[rpm.RPMTAG_ARCH] or "noarch"),
-        }
+        package = PackageId(
+            name=text(hdr[rpm.RPMTAG_NAME]),
+            epoch=int(epoch) if epoch is not None else 0,
+            version=text(hdr[rpm.RPMTAG_VERSION]),
+            release=text(hdr[rpm.RPMTAG_RELEASE]),
+            arch=text(hdr[rpm.RPMTAG_ARCH] or "noarch"),
+        )
         files = self.files
-        return {
-            "format": FORMAT,
-            "rpm_sha256": self.sha256,
-            "package": package,
-            "files": files,
-            "ghosts": sorted(p for p, h in self.header.items() if h.ghost),
-            "setuid": sorted(p for p, f in files.items() if f.get("setuid") or f.get("setgid")),
-            "caps_dropped": {p: f["caps_dropped"] for p, f in files.items() if "caps_dropped" in f},
-            "fifos": sorted(p for p, f in files.items() if f["type"] == "fifo"),
-        }
+        return ExtractedMeta(
+            rpm_sha256=self.sha256,
+            package=package,
+            files=files,
+            ghosts=tuple(sorted(p for p, h in self.header.items() if h.ghost)),
+            setuid=tuple(
+                sorted(p for p, f in files.items() if f.get("setuid") or f.get("setgid"))
+            ),
+            caps_dropped={p: f["caps_dropped"] for p, f in files.items() if "caps_dropped" in f},
+            fifos=tuple(sorted(p for p, f in files.items() if f["type"] == "fifo")),
+        )

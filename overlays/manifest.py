@@ -19,8 +19,10 @@ rerun nothing, so a digest would go stale.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,9 +37,211 @@ from overlays.identity import Identity
 from overlays.image import MKFS, ImageInfo, image_uuid
 from overlays.lockfile import Lock
 from overlays.readback import FSCK, list_image
+from overlays.treescan import Entry
 
 FORMAT = 1
 SCHEMA = "manifest"
+
+
+@dataclass(frozen=True)
+class StackSection:
+    """``stack``: the stack's name, class and files (relative to the project, no digests)."""
+
+    name: str
+    klass: str
+    files: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class LockSection:
+    """``lock``: the lock file the image was built from (provenance)."""
+
+    path: str | None
+    sha256: str
+    stack: str
+    release: str
+    arch: str
+    inputs: str
+    base: str
+
+
+@dataclass(frozen=True)
+class BaseSection:
+    """``base``: the base image's sha256, or the index digest of a base directory."""
+
+    image_sha256: str | None
+    tree_sha256: str | None = None
+
+
+@dataclass(frozen=True)
+class Package:
+    """One of ``packages``: a locked package and why it is there."""
+
+    name: str
+    epoch: int
+    version: str
+    release: str
+    arch: str
+    nevra: str
+    repo: str
+    sha256: str
+    size: int
+    reasons: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class FileRow:
+    """One of ``files``: a path of the image and the package that brought it (None:
+    generated or made by no package)."""
+
+    entry: Entry
+    package: str | None
+
+
+@dataclass(frozen=True)
+class Counts:
+    files: int
+    dirs: int
+    symlinks: int
+    other: int
+    file_bytes: int
+    unowned: int
+
+
+@dataclass(frozen=True)
+class ImageSection:
+    """``image``: the image's bytes and how mkfs.erofs made them."""
+
+    file: str
+    sha256: str
+    size: int
+    block_size: int
+    compression: str
+    uuid: str
+    erofs_utils_version: str
+    mkfs_flags: tuple[str, ...]
+    mkfs_env: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class DigestedFile:
+    path: str
+    sha256: str
+
+
+@dataclass(frozen=True)
+class InstallSection:
+    """``install``: the stage record's redirected paths and dropped executables, and the
+    install-time caches (rows as their schemas describe them; ``caches`` empty: absent)."""
+
+    redirected: tuple[Mapping[str, str], ...]
+    dropped: tuple[Mapping[str, str], ...]
+    caches: tuple[Mapping[str, Any], ...] = ()
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """The manifest of one image; :func:`write_manifest` and :func:`read_manifest` are its
+    one writer and reader, :meth:`to_json` its document."""
+
+    stack: StackSection
+    lock: LockSection | None
+    content: Identity
+    base: BaseSection
+    packages: tuple[Package, ...]
+    files: tuple[FileRow, ...]
+    counts: Counts
+    image: ImageSection
+    invariants: DigestedFile | None
+    tools: Mapping[str, str]
+    install: InstallSection | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        base: dict[str, Any] = {"image_sha256": self.base.image_sha256}
+        if self.base.tree_sha256 is not None:
+            base["tree_sha256"] = self.base.tree_sha256
+        doc: dict[str, Any] = {
+            "format": FORMAT,
+            "stack": {
+                "name": self.stack.name,
+                "class": self.stack.klass,
+                "files": [{"path": path} for path in self.stack.files],
+            },
+            "lock": dataclasses.asdict(self.lock) if self.lock is not None else None,
+            "content": self.content.to_json(),
+            "base": base,
+            "packages": [
+                {**dataclasses.asdict(p), "reasons": list(p.reasons)} for p in self.packages
+            ],
+            "files": [{**row.entry.to_json(), "package": row.package} for row in self.files],
+            "counts": dataclasses.asdict(self.counts),
+            "image": {
+                **dataclasses.asdict(self.image),
+                "mkfs_flags": list(self.image.mkfs_flags),
+                "mkfs_env": dict(self.image.mkfs_env),
+            },
+            "invariants": (
+                dataclasses.asdict(self.invariants) if self.invariants is not None else None
+            ),
+            "tools": dict(self.tools),
+        }
+        if self.install is not None:
+            doc["install"] = {
+                "redirected": [dict(r) for r in self.install.redirected],
+                "dropped": [dict(r) for r in self.install.dropped],
+            }
+            if self.install.caches:
+                doc["install"]["caches"] = [dict(c) for c in self.install.caches]
+        return doc
+
+
+def _parse(doc: dict[str, Any]) -> Manifest:
+    """The record of a document that matches the schema (:func:`read_manifest` only)."""
+    content = dict(doc["content"])
+    digest = content.pop("digest")
+    install = doc.get("install")
+    return Manifest(
+        stack=StackSection(
+            doc["stack"]["name"],
+            doc["stack"]["class"],
+            tuple(f["path"] for f in doc["stack"]["files"]),
+        ),
+        lock=LockSection(**doc["lock"]) if doc["lock"] is not None else None,
+        content=Identity(content, digest),
+        base=BaseSection(doc["base"]["image_sha256"], doc["base"].get("tree_sha256")),
+        packages=tuple(
+            Package(**{**p, "reasons": tuple(p["reasons"])}) for p in doc["packages"]
+        ),
+        files=tuple(
+            FileRow(
+                Entry(
+                    path=f["path"],
+                    kind=f["type"],
+                    mode=int(f["mode"], 8),
+                    size=f["size"],
+                    sha256=f.get("sha256"),
+                    target=f.get("target"),
+                ),
+                f["package"],
+            )
+            for f in doc["files"]
+        ),
+        counts=Counts(**doc["counts"]),
+        image=ImageSection(
+            **{**doc["image"], "mkfs_flags": tuple(doc["image"]["mkfs_flags"])}
+        ),
+        invariants=DigestedFile(**doc["invariants"]) if doc["invariants"] is not None else None,
+        tools=doc["tools"],
+        install=(
+            InstallSection(
+                redirected=tuple(install["redirected"]),
+                dropped=tuple(install["dropped"]),
+                caches=tuple(install.get("caches", ())),
+            )
+            if install is not None
+            else None
+        ),
+    )
 
 
 def _anchor(paths: Sequence[Path]) -> Path | None:
@@ -82,7 +286,7 @@ def make_manifest(
     install: Mapping[str, Any] | None = None,
     content: Identity,
     base_tree_sha256: str | None = None,
-) -> dict[str, Any]:
+) -> Manifest:
     """The manifest of ``image``; its file list is ``image.entries``.
 
     Those entries are the image's own contents as :func:`overlays.image.build_image` read
@@ -107,46 +311,45 @@ def make_manifest(
     anchor = _anchor(recorded)
     entries = image.entries or list_image(image.path)
 
-    lock_doc: dict[str, Any] | None = None
-    packages: list[dict[str, Any]] = []
+    lock_section: LockSection | None = None
+    packages: list[Package] = []
     if lock is not None:
         lock_digest = (
             _digest(lock_path, "lock file")
             if lock_path is not None
             else sha256_bytes(lockfile.to_toml(lock))
         )
-        lock_doc = {
-            "path": _rel(lock_path, anchor) if lock_path is not None else None,
-            "sha256": lock_digest,
-            "stack": lock.stack,
-            "release": lock.release,
-            "arch": lock.arch,
-            "inputs": lock.inputs,
-            "base": lock.base,
-        }
+        lock_section = LockSection(
+            path=_rel(lock_path, anchor) if lock_path is not None else None,
+            sha256=lock_digest,
+            stack=lock.stack,
+            release=lock.release,
+            arch=lock.arch,
+            inputs=lock.inputs,
+            base=lock.base,
+        )
         for pkg in sorted(lock.packages, key=lambda p: (p.name, p.arch, p.nevra)):
             packages.append(
-                {
-                    "name": pkg.name,
-                    "epoch": pkg.epoch,
-                    "version": pkg.version,
-                    "release": pkg.release,
-                    "arch": pkg.arch,
-                    "nevra": pkg.nevra,
-                    "repo": pkg.repo,
-                    "sha256": pkg.sha256,
-                    "size": pkg.size,
-                    "reasons": sorted({str(r) for r in pkg.reasons}),
-                }
+                Package(
+                    name=pkg.name,
+                    epoch=pkg.epoch,
+                    version=pkg.version,
+                    release=pkg.release,
+                    arch=pkg.arch,
+                    nevra=pkg.nevra,
+                    repo=pkg.repo,
+                    sha256=pkg.sha256,
+                    size=pkg.size,
+                    reasons=tuple(sorted({str(r) for r in pkg.reasons})),
+                )
             )
 
     owner_of = {_owner_key(k): v for k, v in owners.items()}
-    files: list[dict[str, Any]] = []
+    files: list[FileRow] = []
     counts = {"files": 0, "dirs": 0, "symlinks": 0, "other": 0, "file_bytes": 0, "unowned": 0}
     for path, entry in entries.items():
-        doc = entry.to_json()
-        doc["package"] = owner_of.get(path)
-        files.append(doc)
+        row = FileRow(entry, owner_of.get(path))
+        files.append(row)
         if entry.kind == "file":
             counts["files"] += 1
             counts["file_bytes"] += entry.size
@@ -156,61 +359,55 @@ def make_manifest(
             counts["symlinks"] += 1
         else:
             counts["other"] += 1
-        if doc["package"] is None and entry.kind != "dir":
+        if row.package is None and entry.kind != "dir":
             counts["unowned"] += 1
 
-    manifest: dict[str, Any] = {
-        "format": FORMAT,
-        "stack": {
-            "name": stack_name,
-            "class": stack_class,
-            "files": sorted(
-                ({"path": _rel(p, anchor)} for p in stack_files),
-                key=lambda d: d["path"],
-            ),
-        },
-        "lock": lock_doc,
-        "content": content.to_json(),
-        "base": {
-            "image_sha256": base_image_sha256,
-            **({"tree_sha256": base_tree_sha256} if base_tree_sha256 is not None else {}),
-        },
-        "packages": packages,
-        "files": files,
-        "counts": counts,
-        "image": {
-            "file": image.path.name,
-            "sha256": image.sha256,
-            "size": image.size,
-            "block_size": image.block_size,
-            "compression": image.compression,
-            "uuid": image.uuid,
-            "erofs_utils_version": image.erofs_utils_version,
-            "mkfs_flags": list(image.mkfs_flags),
-            "mkfs_env": dict(sorted(image.mkfs_env.items())),
-        },
-        "invariants": (
-            {
-                "path": _rel(invariants_report, anchor),
-                "sha256": _digest(invariants_report, "invariants report"),
-            }
+    install_section: InstallSection | None = None
+    if install is not None:
+        install_section = InstallSection(
+            redirected=tuple(install.get("redirected", [])),
+            dropped=tuple(install.get("dropped", [])),
+            # install-time caches generated (overlays/caches); none: the key is left out
+            caches=tuple(install.get("caches") or ()),
+        )
+    return Manifest(
+        stack=StackSection(
+            name=stack_name,
+            klass=stack_class,
+            files=tuple(sorted(_rel(p, anchor) for p in stack_files)),
+        ),
+        lock=lock_section,
+        content=content,
+        base=BaseSection(base_image_sha256, base_tree_sha256),
+        packages=tuple(packages),
+        files=tuple(files),
+        counts=Counts(**counts),
+        image=ImageSection(
+            file=image.path.name,
+            sha256=image.sha256,
+            size=image.size,
+            block_size=image.block_size,
+            compression=image.compression,
+            uuid=image.uuid,
+            erofs_utils_version=image.erofs_utils_version,
+            mkfs_flags=tuple(image.mkfs_flags),
+            mkfs_env=dict(sorted(image.mkfs_env.items())),
+        ),
+        invariants=(
+            DigestedFile(
+                _rel(invariants_report, anchor),
+                _digest(invariants_report, "invariants report"),
+            )
             if invariants_report is not None
             else None
         ),
-        "tools": {
+        tools={
             "fexstack": fexstack.__version__,
             MKFS: command.tool_version([MKFS, "--version"]),
             FSCK: command.tool_version([FSCK, "--version"]),
         },
-    }
-    if install is not None:
-        manifest["install"] = {
-            "redirected": list(install.get("redirected", [])),
-            "dropped": list(install.get("dropped", [])),
-        }
-        if install.get("caches"):  # install-time caches generated (overlays/caches)
-            manifest["install"]["caches"] = list(install["caches"])
-    return manifest
+        install=install_section,
+    )
 
 
 def sections(kind: str) -> tuple[str, ...]:
@@ -221,47 +418,39 @@ def sections(kind: str) -> tuple[str, ...]:
     return tuple(jsonio.schema(SCHEMA)[f"x-{kind}"])
 
 
-def _validate(manifest: Any, where: str) -> None:
+REBUILD = "rebuild the overlay with this version of fexstack (doit overlay:<name>)"
+
+
+def write_manifest(path: Path, manifest: Manifest) -> None:
+    """The one writer: validate ``manifest``'s document (its whole file list too) and write
+    it atomically as sorted JSON; :class:`ImageError` if it does not match the schema."""
+    doc = manifest.to_json()
     try:
-        jsonio.validate(manifest, SCHEMA)
+        jsonio.validate(doc, SCHEMA)
     except jsonschema.ValidationError as exc:
         location = "/".join(str(p) for p in exc.absolute_path) or "(top)"
         raise ImageError(
-            f"{where}: does not match the manifest schema at {location}: {exc.message}",
-            "rebuild the overlay with this version of fexstack (doit overlay:<name>)",
+            f"{path}: does not match the manifest schema at {location}: {exc.message}", REBUILD
         ) from exc
+    jsonio.write(path, doc)
 
 
-def write_manifest(path: Path, manifest: Mapping[str, Any]) -> None:
-    """Validate ``manifest`` (its whole file list too) and write it atomically as sorted JSON."""
-    _validate(manifest, str(path))
-    jsonio.write(path, dict(manifest))
-
-
-def read_manifest(path: Path) -> dict[str, Any]:
-    """Load and validate a manifest; :class:`ImageError` if it is missing or malformed."""
-    try:
-        doc = jsonio.read(path)
-    except FileNotFoundError as exc:
-        raise ImageError(f"{path}: no manifest", "build the overlay: doit overlay:<name>") from exc
-    except ValueError as exc:
-        raise ImageError(f"{path}: not valid JSON: {exc}", "rebuild: doit overlay:<name>") from exc
-    _validate(doc, str(path))
-    if not isinstance(doc, dict):  # the schema already says so; this is for the type checker
-        raise ImageError(f"{path}: not a JSON object")
-    return doc
+def read_manifest(path: Path) -> Manifest:
+    """The one reader: :class:`ImageError` naming the file if it is missing or malformed."""
+    return _parse(
+        jsonio.read_record(path, SCHEMA, error=ImageError, what="manifest", hint=REBUILD)
+    )
 
 
 def validate_against_manifest(image_path: Path, manifest_path: Path) -> validator.ValidatedImage:
     """:func:`overlays.validator.validate_image` with the sha256, size and block size
     that ``manifest_path`` records."""
-    doc = read_manifest(manifest_path)
-    recorded = doc["image"]
-    checked = validator.validate_image(image_path, expected_sha256=recorded["sha256"])
-    if checked.size != recorded["size"] or checked.block_size != recorded["block_size"]:
+    recorded = read_manifest(manifest_path).image
+    checked = validator.validate_image(image_path, expected_sha256=recorded.sha256)
+    if checked.size != recorded.size or checked.block_size != recorded.block_size:
         raise ImageError(
             f"{image_path}: size {checked.size} / block size {checked.block_size} differ from "
-            f"{manifest_path} ({recorded['size']} / {recorded['block_size']})",
+            f"{manifest_path} ({recorded.size} / {recorded.block_size})",
             "rebuild with doit overlay:<name>",
         )
     return checked

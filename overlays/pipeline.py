@@ -8,12 +8,14 @@ from __future__ import annotations
 import dataclasses
 import os
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from fexstack import atomic, jsonio
 from overlays import lockfile
+from overlays.owners import Owners
 from overlays.project import Project
 from overlays.stack import Stack, load_stack
 
@@ -217,7 +219,7 @@ def check(project: Project, name: str) -> None:
 
     stack = stack_of(project, name)
     starting(project.invariants(name))
-    owners = jsonio.read(project.owners(name))
+    owners = Owners.read(project.owners(name)).paths
     report = check_tree(
         project.staging(name),
         stack.check_policy(),
@@ -251,26 +253,27 @@ def dropped_executables(project: Project, name: str) -> list[dict[str, str]]:
 
 
 def staged_digests(
-    project: Project, name: str, owners: dict[str, str]
+    project: Project, name: str, owners: Mapping[str, str]
 ) -> dict[str, tuple[str, int]]:
     """(sha256, size) of each staged file, from the meta.json of the extraction its owner's
     RPM was staged from (the check verifies size and mtime before relying on it)."""
     from fexstack import paths
-    from overlays.extract import extracted_dir
+    from fexstack.errors import StageError
+    from overlays.extract import META, ExtractedMeta, extracted_dir
 
-    files: dict[str, dict[str, object]] = {}
+    files: dict[str, Mapping[str, Mapping[str, object]]] = {}
     for pkg in read_lock(project, name).packages:
-        meta_path = extracted_dir(paths.cache_dir(), pkg.sha256) / "meta.json"
-        try:
-            meta = jsonio.read(meta_path)
-            if meta.get("rpm_sha256") == pkg.sha256:
-                files[pkg.name] = meta["files"]
-        except FileNotFoundError:
+        meta_path = extracted_dir(paths.cache_dir(), pkg.sha256) / META
+        if not meta_path.exists():
             continue  # the cache entry is gone: the check reads and hashes those files
-        except (OSError, ValueError, KeyError, AttributeError) as exc:
-            print(f"fexstack: ignoring the damaged cache record {meta_path} "
-                  f"({type(exc).__name__}: {exc}); the check hashes {pkg.name}'s files",
-                  file=sys.stderr)
+        try:
+            meta = ExtractedMeta.read(meta_path)
+        except StageError as exc:
+            print(f"fexstack: ignoring the damaged cache record: {exc.message}; "
+                  f"the check hashes {pkg.name}'s files", file=sys.stderr)
+            continue
+        if meta.rpm_sha256 == pkg.sha256:
+            files[pkg.name] = meta.files
     origin = {  # installed path -> payload path (the extraction's meta.json has those)
         r["installed"]: r["original"] for r in stage_record(project, name).get("redirected", [])
     }
@@ -319,7 +322,7 @@ def image(project: Project, name: str) -> None:
             lock=lock_data,
             lock_path=project.lock_path(name),
             base_image_sha256=base_digest(base),
-            owners=jsonio.read(project.owners(name)),
+            owners=Owners.read(project.owners(name)).paths,
             image=info,
             invariants_report=project.invariants(name),
             install=install,

@@ -23,16 +23,18 @@ import json
 import shutil
 import sys
 import tempfile
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from fexstack import digest, jsonio, paths
 from fexstack.errors import ConfigError, ImageError
 from overlays import lockfile, oci, sbom
 from overlays.project import Project
 from overlays.stack import Stack
+
+if TYPE_CHECKING:
+    from overlays.manifest import Manifest
 
 FORMAT = 1
 ARTIFACT_TYPE = "application/vnd.fexstack.overlay.config.v1+json"
@@ -58,16 +60,6 @@ ANN_BASE = PREFIX + "base.image.sha256"
 ANN_GPU = PREFIX + "base.overlays.sha256"
 ANN_LOCK = PREFIX + "lock.sha256"
 ANN_IMAGE = PREFIX + "image.sha256"
-
-
-def recorded(doc: Mapping[str, Any], *path: str) -> Any:
-    """``doc[path[0]][path[1]]...`` or None: manifest fields are read defensively."""
-    value: Any = doc
-    for key in path:
-        if not isinstance(value, Mapping):
-            return None
-        value = value.get(key)
-    return value
 
 
 @dataclass(frozen=True)
@@ -131,7 +123,7 @@ def licenses(lock: lockfile.Lock, name: str) -> dict[str, str | None]:
     return found
 
 
-def binding(project: Project, stack: Stack) -> tuple[Binding, dict[str, Any]]:
+def binding(project: Project, stack: Stack) -> tuple[Binding, Manifest]:
     """Check that the built overlay is the one of the current lock and base; its binding."""
     from overlays.manifest import read_manifest
 
@@ -139,14 +131,14 @@ def binding(project: Project, stack: Stack) -> tuple[Binding, dict[str, Any]]:
     rebuild = f"bring it up to date first: doit overlay:{name}"
     manifest = read_manifest(project.manifest(name))
     image_sha = digest.sha256_file(project.image(name))
-    if recorded(manifest, "image", "sha256") != image_sha:
+    if manifest.image.sha256 != image_sha:
         raise ImageError(
             f"{project.image(name)} (sha256 {image_sha}) is not the image its manifest "
-            f"records ({recorded(manifest, 'image', 'sha256')})",
+            f"records ({manifest.image.sha256})",
             rebuild,
         )
     lock_sha = digest.sha256_file(project.lock_path(name))
-    if recorded(manifest, "lock", "sha256") != lock_sha:
+    if (manifest.lock.sha256 if manifest.lock is not None else None) != lock_sha:
         raise ImageError(
             f"{project.manifest(name)} was built from another lock than "
             f"{project.lock_path(name)}",
@@ -159,7 +151,7 @@ def binding(project: Project, stack: Stack) -> tuple[Binding, dict[str, Any]]:
             "must be bound to a base image file's sha256",
             f"point [base] image in {stack.base.path} at the EROFS image",
         )
-    if recorded(manifest, "base", "image_sha256") not in (None, base_sha):
+    if manifest.base.image_sha256 not in (None, base_sha):
         raise ImageError(
             f"{project.manifest(name)} was checked against another base image than "
             f"{stack.base.image} (sha256 {base_sha})",

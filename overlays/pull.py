@@ -260,11 +260,10 @@ def _check_overlay_manifest(
     image = folder / f"{name}{publish.SUFFIXES[publish.IMAGE]}"
     image_sha = digest.sha256_file(image)
     checks = [
-        ("image", publish.recorded(doc, "image", "sha256"), image_sha),
+        ("image", doc.image.sha256, image_sha),
         ("annotated image", _hex(annotations.get(publish.ANN_IMAGE)), image_sha),
-        ("lock", publish.recorded(doc, "lock", "sha256"), lock_sha),
-        ("base", publish.recorded(doc, "base", "image_sha256"),
-         _hex(annotations.get(publish.ANN_BASE))),
+        ("lock", doc.lock.sha256 if doc.lock is not None else None, lock_sha),
+        ("base", doc.base.image_sha256, _hex(annotations.get(publish.ANN_BASE))),
     ]
     for what, recorded_value, actual in checks:
         if recorded_value is not None and recorded_value != actual:

@@ -57,6 +57,7 @@ from overlays import extract, payload, safetree
 from overlays.fetch import rpm_path
 from overlays.install import InstallRoot, executable_dir
 from overlays.lockfile import Lock, LockedPackage
+from overlays.owners import Owners
 
 log = logging.getLogger("fexstack.stage")
 
@@ -147,7 +148,7 @@ def stage_lock(
         link_modes = _assemble(tmp, winners, extractions)
 
     owner_map = {path: claim.package for path, claim in winners.items()}
-    jsonio.write(owners, owner_map, "owners")
+    Owners(owner_map).write(owners)
     setuid = sorted(p for p, c in winners.items() if c.entry.get("setuid") or c.entry.get("setgid"))
     caps = {
         p: str(c.entry["caps_dropped"]) for p, c in winners.items() if "caps_dropped" in c.entry

@@ -31,7 +31,7 @@ from typing import Any, TextIO
 
 from fexstack import __version__, jsonio, paths
 from fexstack.digest import sha256_file
-from fexstack.errors import ConfigError, FexstackError, RunError
+from fexstack.errors import ConfigError, FexstackError, ImageError, RunError
 from overlays.stack import Stack
 from runner import capture, display, evidence, hostinfo, identity, native, preflight, trace
 from runner import muvm as muvm_cli
@@ -119,8 +119,8 @@ def inputs_document(
         if layer.manifest is not None and layer.manifest.is_file():
             try:
                 manifest_sha = preflight.manifest_sha256(layer.manifest)
-            except (OSError, ValueError, KeyError, TypeError) as exc:  # recorded, not hidden
-                manifest_error = f"{type(exc).__name__}: {exc}"
+            except ImageError as exc:  # recorded, not hidden
+                manifest_error = f"{type(exc).__name__}: {exc.message}"
         images.append(
             {
                 **rec,

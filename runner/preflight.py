@@ -24,7 +24,8 @@ from typing import Any, TextIO
 
 from fexstack import command, jsonio
 from fexstack.digest import sha256_file
-from fexstack.errors import FexstackError, ToolError
+from fexstack.errors import FexstackError, ImageError, ToolError
+from overlays.manifest import read_manifest
 from overlays.validator import validate_image
 from runner import hostinfo
 from runner.muvm import MAX_IMAGES
@@ -311,12 +312,9 @@ def check_absent_gpu(path: Path) -> Check:
 
 
 def manifest_sha256(manifest: Path) -> str:
-    """``image.sha256`` recorded in an overlay manifest."""
-    doc = jsonio.read(manifest)
-    value = doc["image"]["sha256"]
-    if not isinstance(value, str):
-        raise ValueError("image.sha256 is not a string")
-    return value.lower()
+    """``image.sha256`` recorded in an overlay manifest (:class:`ImageError` naming the
+    file when it is missing or not a manifest)."""
+    return read_manifest(manifest).image.sha256
 
 
 def check_manifest(layer: Layer, hashes: dict[Path, str]) -> Check:
@@ -327,18 +325,12 @@ def check_manifest(layer: Layer, hashes: dict[Path, str]) -> Check:
         )
     try:
         recorded = manifest_sha256(layer.manifest)
-    except FileNotFoundError:
+    except ImageError as exc:
+        missing = isinstance(exc.__cause__, FileNotFoundError)
         return Check(
             name,
             FAIL,
-            f"{layer.manifest} does not exist",
-            f"rebuild the overlay: doit overlay:{layer.name}",
-        )
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        return Check(
-            name,
-            FAIL,
-            f"{layer.manifest} is unreadable or has no image.sha256 ({exc})",
+            f"{layer.manifest} does not exist" if missing else exc.message,
             f"rebuild the overlay: doit overlay:{layer.name}",
         )
     actual = hashes.get(layer.path)

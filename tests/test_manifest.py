@@ -34,7 +34,7 @@ def bare_content() -> Identity:
     return identity.identity((), "lz4hc")
 
 
-def bare_manifest(image: ImageInfo, name: str = "x") -> dict[str, Any]:
+def bare_manifest(image: ImageInfo, name: str = "x") -> manifest.Manifest:
     """The manifest of a deps image with no stack files, lock, base, owners or report."""
     return manifest.make_manifest(
         stack_name=name,
@@ -97,7 +97,7 @@ def project(root: Path, *, reverse: bool = False, lock: Lock | None = None) -> d
     image = build_image(
         tree, root / "build" / "overlays" / "demo.erofs", uuid_seed=content.digest
     )
-    doc = manifest.make_manifest(
+    record = manifest.make_manifest(
         stack_name="demo",
         stack_class="deps",
         stack_files=[stacks / "demo.toml", stacks / "bases" / "fedora.toml"],
@@ -109,7 +109,8 @@ def project(root: Path, *, reverse: bool = False, lock: Lock | None = None) -> d
         invariants_report=report,
         content=content,
     )
-    return {"doc": doc, "tree": tree, "image": image, "root": root, "lock": lock}
+    return {"doc": record.to_json(), "record": record, "tree": tree, "image": image,
+            "root": root, "lock": lock}
 
 
 @pytest.fixture(scope="module")
@@ -179,10 +180,10 @@ def test_manifest_content(proj: dict[str, Any]) -> None:
 
 def test_write_and_read_back(proj: dict[str, Any], tmp_path: Path) -> None:
     path = tmp_path / "overlays" / "demo.manifest.json"
-    manifest.write_manifest(path, proj["doc"])
+    manifest.write_manifest(path, proj["record"])
     text = path.read_text()
     assert text == jsonio.dumps(proj["doc"])  # sorted keys, deterministic
-    assert manifest.read_manifest(path) == proj["doc"]
+    assert manifest.read_manifest(path) == proj["record"]
 
 
 def test_same_inputs_same_manifest(proj: dict[str, Any], tmp_path: Path) -> None:
@@ -204,7 +205,7 @@ def test_manifest_describes_the_image_not_a_later_tree(tmp_path: Path) -> None:
     (tree / "etc/foo.conf").write_text("changed after\n")
     (tree / "etc/new").write_text("new\n")
     doc = bare_manifest(image, "x")
-    files = by_path(doc)
+    files = by_path(doc.to_json())
     assert "/etc/new" not in files
     assert files["/etc/foo.conf"]["size"] == len(b"key = value\n")
     # Without the read-back's entries the image itself is listed, never the tree.
@@ -215,22 +216,34 @@ def test_manifest_describes_the_image_not_a_later_tree(tmp_path: Path) -> None:
 
 def test_write_validates_the_whole_manifest(proj: dict[str, Any], tmp_path: Path) -> None:
     path = tmp_path / "m.json"
-    manifest.write_manifest(path, proj["doc"])
-    assert manifest.read_manifest(path) == proj["doc"]
-    bad = json.loads(jsonio.dumps(proj["doc"]))
-    bad["image"]["block_size"] = 16384
+    record: manifest.Manifest = proj["record"]
+    manifest.write_manifest(path, record)
+    assert manifest.read_manifest(path) == record
+    bad = dataclasses.replace(record, image=dataclasses.replace(record.image, block_size=16384))
     with pytest.raises(ImageError, match="image/block_size"):
         manifest.write_manifest(path, bad)
-    bad = json.loads(jsonio.dumps(proj["doc"]))
-    bad["files"][0]["generated_at"] = "2026-01-01T00:00:00Z"  # the first dir entry
+    first = record.files[0]  # the first dir entry
+    bad = dataclasses.replace(record, files=(
+        dataclasses.replace(first, entry=dataclasses.replace(first.entry, kind="door")),
+        *record.files[1:],
+    ))
     with pytest.raises(ImageError, match="files/0"):
         manifest.write_manifest(path, bad)
-    last = len(proj["doc"]["files"]) - 1  # not the first entry of its type: checked too
-    bad = json.loads(jsonio.dumps(proj["doc"]))
-    bad["files"][last]["size"] = -1
+    last = len(record.files) - 1  # not the first entry of its type: checked too
+    row = record.files[last]
+    bad = dataclasses.replace(record, files=(
+        *record.files[:last],
+        dataclasses.replace(row, entry=dataclasses.replace(row.entry, size=-1)),
+    ))
     with pytest.raises(ImageError, match=f"files/{last}"):
         manifest.write_manifest(path, bad)
-    assert manifest.read_manifest(path) == proj["doc"]
+    assert manifest.read_manifest(path) == record
+    # an unknown key in a file's entry (the document cannot carry it) is refused on read
+    doc = json.loads(jsonio.dumps(proj["doc"]))
+    doc["files"][0]["generated_at"] = "2026-01-01T00:00:00Z"
+    path.write_text(jsonio.dumps(doc))
+    with pytest.raises(ImageError, match="files/0"):
+        manifest.read_manifest(path)
 
 
 def test_rejects_malformed_manifests(proj: dict[str, Any], tmp_path: Path) -> None:
@@ -247,8 +260,9 @@ def test_rejects_malformed_manifests(proj: dict[str, Any], tmp_path: Path) -> No
         manifest.read_manifest(path)
     bad = json.loads(jsonio.dumps(proj["doc"]))
     bad["files"][1]["generated_at"] = "2026-01-01T00:00:00Z"
+    path.write_text(json.dumps(bad))
     with pytest.raises(ImageError, match="files/1"):
-        manifest.write_manifest(path, bad)
+        manifest.read_manifest(path)
     bad = json.loads(jsonio.dumps(proj["doc"]))
     del by_path(bad)["/etc/foo.conf"]["sha256"]
     with pytest.raises(jsonschema.ValidationError):
@@ -262,7 +276,7 @@ def test_compat_manifest(tmp_path: Path) -> None:
     (tree / "lib64/ld-linux-x86-64.so.2").symlink_to("/usr/lib64/ld-linux-x86-64.so.2")
     content = identity.identity((), "lz4hc", base="cd" * 32)
     image = build_image(tree, tmp_path / "compat.erofs", uuid_seed=content.digest)
-    doc = manifest.make_manifest(
+    record = manifest.make_manifest(
         stack_name="compat",
         stack_class="compat",
         stack_files=[],
@@ -274,6 +288,7 @@ def test_compat_manifest(tmp_path: Path) -> None:
         invariants_report=None,
         content=content,
     )
+    doc = record.to_json()
     assert doc["content"]["base"] == "cd" * 32
     assert doc["lock"] is None and doc["packages"] == [] and doc["invariants"] is None
     assert by_path(doc)["/lib64/ld-linux-x86-64.so.2"]["target"] == (
@@ -406,3 +421,56 @@ def test_content_sections_do_not_depend_on_where_the_lock_came_from(tmp_path: Pa
     for key in manifest.sections("content"):
         assert here["doc"].get(key) == there["doc"].get(key), key
     assert here["doc"]["lock"] != there["doc"]["lock"]
+
+
+# --- the manifest as a typed record (issue 16) -------------------------------------------
+
+
+def test_manifest_record_round_trips_every_section(proj: dict[str, Any], tmp_path: Path) -> None:
+    """write -> read gives an equal record, and writing that again the same bytes: also the
+    optional parts (a base directory's tree digest, install rows and generated caches)."""
+    record: manifest.Manifest = proj["record"]
+    cache = {"kind": "gsettings", "cache": "/usr/share/glib-2.0/schemas/gschemas.compiled",
+             "status": "made", "tool_sha256": "a" * 64, "where": "view"}  # fmt: skip
+    fuller = dataclasses.replace(
+        record,
+        base=manifest.BaseSection(None, "ef" * 32),
+        install=manifest.InstallSection(
+            redirected=(
+                {"original": "/lib64/x", "installed": "/usr/lib64/x", "package": "libfoo"},
+            ),
+            dropped=(
+                {"path": "/usr/bin/foo", "original": "/usr/bin/foo", "package": "foo-tools",
+                 "type": "file"},
+            ),
+            caches=(cache,),
+        ),
+    )
+    empty = dataclasses.replace(fuller, install=manifest.InstallSection((), ()))
+    for rec in (record, fuller, empty):
+        first, second = tmp_path / "first.json", tmp_path / "second.json"
+        manifest.write_manifest(first, rec)
+        back = manifest.read_manifest(first)
+        assert back == rec
+        manifest.write_manifest(second, back)
+        assert second.read_bytes() == first.read_bytes()
+    doc = jsonio.read(first)  # the on-disk format: no empty caches list, no null tree digest
+    assert "caches" not in doc["install"] and "tree_sha256" in doc["base"]
+    assert manifest.read_manifest(first).install == manifest.InstallSection((), ())
+    assert manifest.read_manifest(first).image.mkfs_flags == tuple(proj["image"].mkfs_flags)
+
+
+def test_malformed_manifest_error_names_the_file_with_a_hint(
+    proj: dict[str, Any], tmp_path: Path
+) -> None:
+    path = tmp_path / "demo.manifest.json"
+    bad = json.loads(jsonio.dumps(proj["doc"]))
+    del bad["counts"]["unowned"]
+    path.write_text(json.dumps(bad))
+    with pytest.raises(ImageError) as err:
+        manifest.read_manifest(path)
+    assert err.value.message.startswith(f"{path}: does not match the manifest schema at counts")
+    assert err.value.hint and "doit overlay:" in err.value.hint
+    path.write_text("[]")
+    with pytest.raises(ImageError, match=r"at \(top\)"):
+        manifest.read_manifest(path)

@@ -78,9 +78,42 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def write_manifest(image: Path, manifest: Path | None = None) -> Path:
+def write_manifest(
+    image: Path, manifest: Path | None = None, *, image_sha256: str | None = None
+) -> Path:
+    """A schema-valid manifest of ``image`` (no packages, files or lock: the runner reads
+    only ``image.sha256``, which is ``image_sha256`` when given), through its writer."""
+    from overlays import identity
+    from overlays import manifest as records
+    from overlays.treescan import Entry
+
     manifest = manifest or image.with_suffix(".manifest.json")
-    manifest.write_text(json.dumps({"image": {"sha256": sha256(image)}}))
+    records.write_manifest(
+        manifest,
+        records.Manifest(
+            stack=records.StackSection(image.stem, "deps", ()),
+            lock=None,
+            content=identity.identity((), "lz4hc", tool_versions={"fexstack": "t",
+                                                                  "erofs-utils": "t"}),
+            base=records.BaseSection(None),
+            packages=(),
+            files=(records.FileRow(Entry("/", "dir", 0o755, 0), None),),
+            counts=records.Counts(files=0, dirs=1, symlinks=0, other=0, file_bytes=0, unowned=0),
+            image=records.ImageSection(
+                file=image.name,
+                sha256=image_sha256 or sha256(image),
+                size=image.stat().st_size,
+                block_size=4096,
+                compression="none",
+                uuid="00000000-0000-0000-0000-000000000001",
+                erofs_utils_version="t",
+                mkfs_flags=("-b", "4096", "-T0", "-U", "00000000-0000-0000-0000-000000000001"),
+                mkfs_env={},
+            ),
+            invariants=None,
+            tools={"fexstack": "t", "mkfs.erofs": "t", "fsck.erofs": "t"},
+        ),
+    )
     return manifest
 
 

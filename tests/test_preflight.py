@@ -95,12 +95,18 @@ def test_manifest_must_match_the_image(tmp_path: Path) -> None:
     manifest = write_manifest(image)
     layer = Layer("deps", "d", image, manifest)
     assert preflight.check_manifest(layer, {}).status == "ok"
-    manifest.write_text(json.dumps({"image": {"sha256": "0" * 64}}))
+    write_manifest(image, manifest, image_sha256="0" * 64)
     stale = preflight.check_manifest(layer, {})
     assert stale.status == "fail" and "manifest records" in stale.detail and stale.hint
     missing = preflight.check_manifest(replace(layer, manifest=tmp_path / "no.json"), {})
     assert missing.status == "fail" and "does not exist" in missing.detail
     assert preflight.check_manifest(replace(layer, manifest=None), {}).status == "fail"
+    # not a manifest: read through the manifest's reader, the file and the key are named
+    manifest.write_text(json.dumps({"image": {"sha256": "0" * 64}}))
+    bad = preflight.check_manifest(layer, {})
+    assert bad.status == "fail" and str(manifest) in bad.detail and "manifest schema" in (
+        bad.detail
+    ) and "doit overlay:d" in (bad.hint or "")
 
 
 def test_run_checks_flags_missing_muvm_and_bad_images(tmp_path: Path) -> None:

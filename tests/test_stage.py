@@ -8,14 +8,17 @@ import io
 import os
 import stat
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
+import jsonschema
 import pytest
 
 from fexstack import command, jsonio
 from fexstack.errors import StageError
 from overlays import extract, fetch, safetree, staging
 from overlays.lockfile import Lock, LockedPackage
+from overlays.owners import Owners
 from overlays.stack import Repo
 from testkit.factory import Dir, Factory, File, Package, Symlink
 from tests.craft_rpm import Entry, craft, lock_of, locked
@@ -50,8 +53,8 @@ class Build:
     def record(self, name: str = "demo") -> dict:
         return jsonio.read(self.root / "build" / name / "stage.json")
 
-    def owners(self, name: str = "demo") -> dict:
-        return jsonio.read(self.root / "build" / name / "owners.json")
+    def owners(self, name: str = "demo") -> Mapping[str, str]:
+        return Owners.read(self.root / "build" / name / "owners.json").paths
 
 
 @pytest.fixture
@@ -334,8 +337,63 @@ def test_concurrent_extraction_keeps_the_one_in_place(build: Build) -> None:
     (folder / "meta.json").write_text("{}")  # broken: replaced by a finished extraction
     other = extract.extract(rpm, entry.sha256, cache=build.root / "third", package="libfoo")
     assert extract._publish(other.tree.parent, folder, entry.sha256) is None
-    assert jsonio.read(folder / "meta.json") == first.meta
+    assert extract.ExtractedMeta.read(folder / "meta.json") == first.meta
+    assert jsonio.read(folder / "meta.json") == first.meta.to_json()  # the on-disk format
     assert [p.name for p in folder.parent.iterdir() if p.name.startswith(".tmp-")] == []
+
+
+def test_owners_record_round_trips_and_refuses_a_malformed_file(
+    build: Build, tmp_path: Path
+) -> None:
+    result = build.stage(build.lock(LIBFOO, FOOTOOL))
+    written = build.root / "build/demo/owners.json"
+    record = Owners.read(written)
+    assert record == Owners(result.owners)
+    assert record.paths["/usr/libexec/foo/helper"] == "foo-tools"
+    again = tmp_path / "again" / "owners.json"
+    record.write(again)
+    assert Owners.read(again) == record
+    assert again.read_bytes() == written.read_bytes()  # the writer's bytes, unchanged
+    again.write_text('{"usr/lib64/libfoo.so.1": "libfoo"}\n')  # not an absolute path
+    with pytest.raises(StageError) as err:
+        Owners.read(again)
+    assert str(again) in err.value.message and "owners schema" in err.value.message
+    assert err.value.hint == "stage the tree again: doit stage:again"
+    again.write_text("{")
+    with pytest.raises(StageError, match="not valid JSON"):
+        Owners.read(again)
+    with pytest.raises(StageError, match="no owners record"):
+        Owners.read(tmp_path / "missing" / "owners.json")
+    with pytest.raises(jsonschema.ValidationError):  # the writer validates too
+        Owners({"/x": ""}).write(again)
+
+
+def test_extracted_meta_round_trips_and_a_malformed_one_is_extracted_again(
+    build: Build, tmp_path: Path
+) -> None:
+    entry = build.entry(FOOTOOL)
+    rpm = build.factory.rpm(FOOTOOL)
+    done = extract.extract(rpm, entry.sha256, cache=build.cache, package="foo-tools")
+    written = done.tree.parent / extract.META
+    meta = extract.ExtractedMeta.read(written)
+    assert meta == done.meta and meta.package.name == "foo-tools"
+    assert meta.setuid == ("/usr/libexec/foo/helper",)
+    assert meta.files["/usr/libexec/foo/helper"]["setuid"] is True
+    copy = tmp_path / "meta.json"
+    meta.write(copy)
+    assert copy.read_bytes() == written.read_bytes()
+    doc = jsonio.read(written)
+    del doc["files"]["/usr/libexec/foo/helper"]["mode"]
+    copy.write_text(jsonio.dumps(doc))
+    with pytest.raises(StageError) as err:
+        extract.ExtractedMeta.read(copy)
+    assert str(copy) in err.value.message and "extracted schema at files" in err.value.message
+    assert err.value.hint and "extracted anew" in err.value.hint
+    # in the cache, the same damage is said and the package extracted again
+    written.write_text(jsonio.dumps(doc))
+    again = extract.extract(rpm, entry.sha256, cache=build.cache, package="foo-tools")
+    assert again.fresh and again.meta == meta
+    assert extract.ExtractedMeta.read(written) == meta
 
 
 def rpmbuild(tmp_path: Path, name: str, files: str, install: str, *, v6: bool = False) -> Path:
