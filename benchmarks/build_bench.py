@@ -1012,10 +1012,14 @@ def run_benchmark(
 
 
 def _manifest_counts(project: BenchProject) -> dict[str, Any]:
-    manifest = project.image.with_suffix(".manifest.json")
+    from fexstack.errors import ImageError
+    from overlays.manifest import read_manifest
+
     try:
-        counts = dict(json.loads(manifest.read_text())["counts"])
-    except (OSError, ValueError, KeyError):
+        counts: dict[str, Any] = asdict(
+            read_manifest(project.image.with_suffix(".manifest.json")).counts
+        )
+    except ImageError:  # not built (or not by this fexstack): no counts to report
         return {}
     counts["image_bytes"] = project.image.stat().st_size
     return counts
