@@ -158,13 +158,16 @@ def build_image(
     uuid_seed: str,
     timeout: float | None = None,
     before_readback: Callable[[Path], None] | None = None,
+    known: Mapping[str, tuple[str, int]] | None = None,
 ) -> ImageInfo:
     """Make ``out`` from ``tree``, read it back, and return what was made.
 
     ``timeout`` (seconds) bounds mkfs.erofs. ``before_readback`` is called with the
     unverified temp image just before the read-back (tests use it to change the tree
-    under a build). On any failure nothing is left at ``out``'s temp name, and an
-    existing ``out`` is left as it was.
+    under a build). ``known`` maps staged files to the (sha256, size) the stage step
+    meant them to hold (:func:`overlays.treescan.scan`): those are not read from the tree,
+    and the read-back compares the image's bytes with them. On any failure nothing is left
+    at ``out``'s temp name, and an existing ``out`` is left as it was.
     """
     check_tree(tree)
     flags = mkfs_flags(compression, uuid_seed)
@@ -174,7 +177,7 @@ def build_image(
         # The tree is listed and hashed while mkfs.erofs (another process) reads it; the
         # read-back re-scans it afterwards and re-hashes only what changed meanwhile.
         with ThreadPoolExecutor(1, thread_name_prefix="fexstack-scan") as pool:
-            scanning = pool.submit(treescan.scan, tree)
+            scanning = pool.submit(treescan.scan, tree, known=known)
             try:
                 command.run(argv, env=MKFS_ENV, timeout=timeout)
             except FexstackError as exc:
@@ -189,7 +192,7 @@ def build_image(
             before_readback(tmp)
         with ThreadPoolExecutor(1, thread_name_prefix="fexstack-digest") as pool:
             digesting = pool.submit(sha256_file, tmp)
-            entries = readback.verify_image(tmp, tree, staged=staged, name=out)
+            entries = readback.verify_image(tmp, tree, staged=staged, name=out, known=known)
             digest = digesting.result()
         size = tmp.stat().st_size
     return ImageInfo(

@@ -306,11 +306,13 @@ def image(project: Project, name: str) -> None:
         stack.compression,
         install={k: install.get(k, []) for k in ("redirected", "dropped", "caches")},
     )
+    owners = Owners.read(project.owners(name)).paths
     info = build_image(
         staging,
         project.image(name),
         compression=stack.compression,
         uuid_seed=content.digest,
+        known=staged_digests(project, name, owners),  # the tree is not hashed again
     )
     base = stack.base.image
     write_manifest(
@@ -322,7 +324,7 @@ def image(project: Project, name: str) -> None:
             lock=lock_data,
             lock_path=project.lock_path(name),
             base_image_sha256=base_digest(base),
-            owners=Owners.read(project.owners(name)).paths,
+            owners=owners,
             image=info,
             invariants_report=project.invariants(name),
             install=install,

@@ -248,6 +248,7 @@ def verify_image(
     expected: Mapping[str, Entry] | None = None,
     staged: Listing | None = None,
     name: Path | None = None,
+    known: Mapping[str, tuple[str, int]] | None = None,
 ) -> dict[str, Entry]:
     """Check that ``image`` holds exactly ``tree``; return the image's listing (equal to it).
 
@@ -255,7 +256,8 @@ def verify_image(
     earlier :func:`scan` of ``tree`` (taken while mkfs.erofs ran): ``tree`` is then scanned
     again while the image is extracted, re-hashing only files whose lstat facts changed,
     so the comparison is with the tree as it is now. ``name`` is the path to name in
-    errors (the final path when ``image`` is still a temp file). Raises
+    errors (the final path when ``image`` is still a temp file). ``known`` is passed to
+    the re-scan (see :func:`~overlays.treescan.scan`). Raises
     :class:`ImageError` naming the first differences.
     """
     if expected is not None:
@@ -263,7 +265,7 @@ def verify_image(
         got = list_image(image, room=_room_needed(want))
     elif staged is not None:
         with ThreadPoolExecutor(1, thread_name_prefix="fexstack-rescan") as pool:
-            again = pool.submit(scan, tree, previous=staged, jobs=1)
+            again = pool.submit(scan, tree, previous=staged, jobs=1, known=known)
             got = list_image(image, room=_room_needed(staged.entries))
             want = again.result().entries
     else:

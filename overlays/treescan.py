@@ -7,7 +7,7 @@ import hashlib
 import os
 import stat
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -133,13 +133,25 @@ def _signature(st: os.stat_result) -> Signature:
     return (st.st_dev, st.st_ino, st.st_mode, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
-def scan(root: Path, *, previous: Listing | None = None, jobs: int | None = None) -> Listing:
+def scan(
+    root: Path,
+    *,
+    previous: Listing | None = None,
+    jobs: int | None = None,
+    known: Mapping[str, tuple[str, int]] | None = None,
+) -> Listing:
     """List ``root`` like :func:`list_tree`, hashing regular files in ``jobs`` threads.
 
     With ``previous`` (an earlier scan of the same tree), a file whose lstat facts (device,
     inode, type and mode, size, mtime and ctime to the nanosecond) are unchanged keeps its
     digest instead of being read again, unless its ctime is within :data:`RACY_NS` of when
     ``previous`` began (a change in the same clock tick could leave the facts equal).
+
+    ``known`` maps paths to the (sha256, size) the tree's maker meant them to have (the
+    stage step: the verified extraction cache's digests). A file of that size whose mtime
+    is still the stage step's 0 is listed with that digest unread: the listing then says
+    what the file should hold, and a read-back compared with it fails if the file (or an
+    image made from it) holds anything else.
     """
     started = time.time_ns()
     top = os.fspath(root)
@@ -175,7 +187,10 @@ def scan(root: Path, *, previous: Listing | None = None, jobs: int | None = None
         sig = stats[path] = _signature(st)
         if kind == "file":
             old = previous.entries.get(path) if previous is not None else None
-            if (
+            meant = known.get(path) if known is not None else None
+            if meant is not None and meant[1] == st.st_size and st.st_mtime_ns == 0:
+                entries[path] = Entry(path, kind, mode, st.st_size, sha256=meant[0])
+            elif (
                 old is not None
                 and old.sha256 is not None
                 and previous is not None

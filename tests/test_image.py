@@ -345,6 +345,68 @@ def test_rescan_rehashes_only_changed_files(
     assert len(hashed) == 8
 
 
+def meant_digests(tree: Path) -> dict[str, tuple[str, int]]:
+    """(sha256, size) of every regular file of ``tree``, as the stage step records them."""
+    return {
+        path: (entry.sha256, entry.size)
+        for path, entry in treescan.scan(tree).entries.items()
+        if entry.sha256 is not None
+    }
+
+
+def test_known_digests_are_not_read_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tree = make_tree(tmp_path / "t")
+    known = meant_digests(tree)
+    set_times(tree, 0)  # what the stage step leaves: every mtime 0
+    hashed: list[str] = []
+    real = treescan.hash_file
+
+    def counting(full: str, size: int) -> str:
+        hashed.append(full)
+        return real(full, size)
+
+    monkeypatch.setattr(treescan, "hash_file", counting)
+    listing = treescan.scan(tree, known=known)
+    assert hashed == []
+    assert {p: (e.sha256, e.size) for p, e in listing.entries.items() if e.sha256} == known
+    # A file written since (its mtime is no longer 0) or of another size is read.
+    (tree / "etc/foo.conf").write_bytes(b"key = VALUE\n")
+    (tree / "usr/share/doc/foo/README").write_bytes(b"read me again\n")
+    os.utime(tree / "usr/share/doc/foo/README", ns=(0, 0))
+    listing = treescan.scan(tree, known=known)
+    assert sorted(hashed) == [
+        str(tree / "etc/foo.conf"),
+        str(tree / "usr/share/doc/foo/README"),
+        str(tree / "usr/share/doc/foo/README.copy"),  # the same inode
+    ]
+    assert listing.entries["/etc/foo.conf"].sha256 == hashlib.sha256(b"key = VALUE\n").hexdigest()
+
+
+def test_image_is_compared_with_the_known_digests(tmp_path: Path) -> None:
+    # A staged file replaced after the stage step (same size, mtime put back to 0) holds
+    # bytes no package meant: the image would hold them too, and the read-back says so.
+    tree = make_tree(tmp_path / "t")
+    known = meant_digests(tree)
+    set_times(tree, 0)
+    out = tmp_path / "demo.erofs"
+    info = build_image(tree, out, uuid_seed=SEED, known=known)
+    assert info.entries["/etc/foo.conf"].sha256 == known["/etc/foo.conf"][0]
+    conf = tree / "etc/foo.conf"
+    replaced = tree / "etc/.foo.conf.new"
+    replaced.write_bytes(b"key = VALUE\n")
+    replaced.chmod(0o640)
+    os.utime(replaced, ns=(0, 0))
+    os.replace(replaced, conf)
+    with pytest.raises(ImageError) as err:
+        build_image(tree, out, uuid_seed=SEED, known=known)
+    assert "/etc/foo.conf: sha256 is" in err.value.message
+    assert validator.validate_image(out).sha256 == info.sha256  # the good image stays
+    # Without the stage step's digests the image is compared with the tree as it is.
+    build_image(tree, tmp_path / "other.erofs", uuid_seed=SEED)
+
+
 def test_parallel_hashing_matches_one_thread(tmp_path: Path) -> None:
     tree = tmp_path / "many"
     tree.mkdir()

@@ -9,6 +9,7 @@ tasks it found up to date.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 import time
@@ -354,4 +355,28 @@ def test_install_through_base_links_and_dropped_executables(built: ps.Project) -
     report = jsonio.read(built.build / "app" / "invariants.json")
     assert report["invariants"]["library-focus"]["status"] == "accounted"
     assert [d["path"] for d in report["dropped"]] == ["/usr/bin/pipe-old-tool"]
+    validate_against_manifest(built.image("app"), built.manifest("app"))
+
+
+def test_image_holds_what_the_packages_meant(built: ps.Project) -> None:
+    """The image step takes each staged file's digest from the extraction cache instead of
+    hashing the tree again, and compares the image's bytes with it: a staged file replaced
+    after the stage step (same size, mtime put back to 0) fails the read-back."""
+    staged = built.build / "app" / "staging" / "usr/lib64/libpipe-a.so.1.0"
+    data = bytearray(staged.read_bytes())
+    data[-1] ^= 0x01
+    replaced = staged.with_name(".replaced")
+    replaced.write_bytes(bytes(data))
+    replaced.chmod(staged.stat().st_mode & 0o7777)
+    os.utime(replaced, ns=(0, 0))
+    os.replace(replaced, staged)  # never write into a staged file: it is the cache's inode
+    built.doit("forget", "image:app")
+    run = built.doit("image:app", check=False)
+    assert run.returncode != 0, run.output
+    assert "/usr/lib64/libpipe-a.so.1.0: sha256 is" in run.output
+    assert "read-back does not match" in run.output
+    # The stage step makes the tree anew, and the image is built again.
+    built.doit("forget", "stage:app")
+    run = built.doit("overlay:app")
+    assert run.ran("stage:app") and run.ran("image:app"), run.output
     validate_against_manifest(built.image("app"), built.manifest("app"))
