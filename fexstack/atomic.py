@@ -101,6 +101,35 @@ def temp_dir(path: Path) -> Iterator[Path]:
         raise
 
 
+@contextlib.contextmanager
+def renewed_dir(path: Path) -> Iterator[tuple[Path, bool]]:
+    """Yield ``path``'s tree moved to a temp name beside it, to be brought up to date in
+    place (``True``), or an empty temp directory when ``path`` is no directory
+    (``False``); on success the temp directory is renamed onto ``path``.
+
+    While the caller works ``path`` does not exist, so a killed run never leaves a tree
+    that looks complete: only a temp entry, which the next run's sweep removes. On failure
+    the temp directory is removed (the old tree with it).
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_dir() and not path.is_symlink():
+        tmp = path.parent / f"{TMP_PREFIX}{path.name}.{os.getpid()}"
+        remove(tmp)
+        os.replace(path, tmp)
+        reused = True
+    else:
+        tmp = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{path.name}.", dir=path.parent))
+        reused = False
+    try:
+        yield tmp, reused
+        if path.exists() or path.is_symlink():
+            remove(path)
+        os.replace(tmp, path)
+    except BaseException:
+        remove(tmp)
+        raise
+
+
 # A temp entry this old in a shared cache is a leftover of a killed process: nothing
 # fexstack writes takes an hour to extract or download.
 STALE_SECONDS = 3600.0

@@ -4,7 +4,11 @@ Every package is extracted once into the cache (:mod:`overlays.extract`); the tr
 ``build/<name>/staging`` is then put together from those extractions: files are
 hardlinked from the cache where the filesystem allows (else copied), symlinks, FIFOs and
 directories are made anew. The tree is built in a temp folder beside ``staging`` and
-renamed into place, so a killed stage never leaves a tree that looks complete.
+renamed into place, so a killed stage never leaves a tree that looks complete. A tree an
+earlier stage left is moved to that temp name and brought up to date there: entries the
+new tree no longer has are removed, files that are still the very cache inode they were
+linked from, symlinks with the same target and folders stay, the rest is replaced, so
+adding one package links that package's files instead of the whole tree.
 
 Staged files may share their inode with the cache: later steps must treat the staging
 tree as read-only (replace a file, never write into it).
@@ -41,8 +45,10 @@ import hashlib
 import logging
 import multiprocessing
 import os
+import shutil
+import stat
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -144,8 +150,7 @@ def stage_lock(
     _check_symlinks(claims)
     winners, shared, mode_differences = _resolve(claims)
 
-    with atomic.temp_dir(staging) as tmp:
-        link_modes = _assemble(tmp, winners, extractions)
+    link_modes = _write_tree(staging, winners, extractions)
 
     owner_map = {path: claim.package for path, claim in winners.items()}
     Owners(owner_map).write(owners)
@@ -406,21 +411,108 @@ def _resolve(
     return winners, shared, differences
 
 
-def _assemble(
-    root: Path, winners: Mapping[str, _Claim], extractions: Mapping[str, extract.Extracted]
+def _write_tree(
+    staging: Path, winners: Mapping[str, _Claim], extractions: Mapping[str, extract.Extracted]
 ) -> dict[str, int]:
-    """Write the tree under ``root``; counts of files hardlinked and copied."""
-    counts = {"hardlinked": 0, "copied": 0}
+    """Bring the previous stage's tree up to date (or make it) under a temp name, then
+    rename it into place; a tree that cannot be brought up to date is made anew."""
+    with atomic.renewed_dir(staging) as (tmp, renewed):
+        if not renewed:
+            return _assemble(tmp, winners, extractions, {})
+        try:
+            return _assemble(tmp, winners, extractions, _previous(tmp))
+        except OSError as exc:
+            log.warning("stage: cannot bring %s up to date (%s); making it anew", staging, exc)
+            shutil.rmtree(tmp)
+            tmp.mkdir(mode=0o700)
+            return _assemble(tmp, winners, extractions, {})
+
+
+@dataclass(frozen=True)
+class _Old:
+    """One entry of the tree the previous stage left: its type, inode and link target."""
+
+    kind: str  # dir, file, symlink or other
+    inode: tuple[int, int]  # (st_dev, st_ino)
+    target: str | None = None
+
+
+def _previous(root: Path) -> dict[str, _Old]:
+    """Every entry below ``root`` (a tree an earlier stage made), symlinks not followed;
+    folders the owner cannot write are made writable (their modes are set at the end)."""
+    found: dict[str, _Old] = {}
+    pending = [(os.fspath(root), "")]
+    while pending:
+        folder, prefix = pending.pop()
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                path = f"{prefix}/{entry.name}"
+                st = entry.stat(follow_symlinks=False)
+                inode = (st.st_dev, st.st_ino)
+                if stat.S_ISDIR(st.st_mode):
+                    found[path] = _Old("dir", inode)
+                    pending.append((entry.path, path))
+                    if st.st_mode & 0o700 != 0o700:  # e.g. 0555: writable again until the
+                        os.chmod(entry.path, 0o700, follow_symlinks=False)  # modes are set
+                elif stat.S_ISREG(st.st_mode):
+                    found[path] = _Old("file", inode)
+                elif stat.S_ISLNK(st.st_mode):
+                    found[path] = _Old("symlink", inode, os.readlink(entry.path))
+                else:
+                    found[path] = _Old("other", inode)
+    return found
+
+
+def _depth_first(paths: Iterable[str]) -> list[str]:
+    return sorted(paths, key=lambda p: (-p.count("/"), p))
+
+
+def _assemble(
+    root: Path,
+    winners: Mapping[str, _Claim],
+    extractions: Mapping[str, extract.Extracted],
+    previous: Mapping[str, _Old],
+) -> dict[str, int]:
+    """Write the tree under ``root``; counts of files hardlinked, copied and kept.
+
+    ``previous`` lists what ``root`` already holds (the last stage's tree, else nothing):
+    an entry it has that this stage does not is removed, one of another type, inode (a
+    file is kept only when it is the very inode of the cache file it is linked from) or
+    link target is replaced, and the rest is left as it is. Adding one package to a big
+    overlay thus links that package's files, not the whole tree again.
+    """
+    counts = {"hardlinked": 0, "copied": 0, "kept": 0, "removed": 0}
     root_fd = os.open(root, safetree.OPEN_DIR)
     dirs = safetree.DirFds(root_fd)
     trees = {name: str(done.tree) for name, done in extractions.items()}
     try:
+        # What this tree no longer has, deepest first: a folder is empty when it is reached.
+        for path in _depth_first(p for p in previous if p not in winners):
+            dirs.trim()
+            parent, name = dirs.parent(path)
+            if previous[path].kind == "dir":
+                os.rmdir(name, dir_fd=parent)
+            else:
+                os.unlink(name, dir_fd=parent)
+            counts["removed"] += 1
         for path in sorted(winners, key=lambda p: p.split("/")):
             dirs.trim()
             claim = winners[path]
             entry = claim.entry
             parent, name = dirs.parent(path)
             kind = entry["type"]
+            old = previous.get(path)
+            if old is not None:
+                source = trees.get(claim.package, "") + (claim.source or path)
+                if _still_right(old, kind, entry, source):
+                    counts["kept"] += kind != "dir"
+                    continue
+                if old.kind == "dir":
+                    dirs.close()  # no fd may stay open below a folder that goes
+                    parent, name = dirs.parent(path)
+                    shutil.rmtree(name, dir_fd=parent)
+                else:
+                    os.unlink(name, dir_fd=parent)
             if kind == "dir":
                 os.mkdir(name, 0o700, dir_fd=parent)
             elif kind == "symlink":
@@ -432,10 +524,7 @@ def _assemble(
             else:
                 tree = trees[claim.package]
                 counts[_place(tree, claim.source or path, parent, name, entry)] += 1
-        for path in sorted(
-            (p for p, c in winners.items() if c.entry["type"] == "dir"),
-            key=lambda p: (-p.count("/"), p),
-        ):
+        for path in _depth_first(p for p, c in winners.items() if c.entry["type"] == "dir"):
             dirs.trim()
             parent, name = dirs.parent(path)
             os.chmod(name, int(winners[path].entry["mode"]), dir_fd=parent, follow_symlinks=False)
@@ -446,6 +535,24 @@ def _assemble(
         dirs.close()
         os.close(root_fd)
     return counts
+
+
+def _still_right(old: _Old, kind: str, entry: Mapping[str, Any], source: str) -> bool:
+    """Whether the previous tree's entry is already what this stage would write
+    (``source``: the file in the extraction cache a file would be linked from)."""
+    if old.kind != kind:
+        return False
+    if kind == "dir":
+        return True  # its mode and time are set again below
+    if kind == "symlink":
+        return old.target == str(entry["target"])
+    if kind == "file":
+        try:
+            st = os.lstat(source)
+        except FileNotFoundError:
+            return False
+        return stat.S_ISREG(st.st_mode) and (st.st_dev, st.st_ino) == old.inode
+    return False  # FIFOs are made anew
 
 
 def _place(tree: str, path: str, parent: int, name: str, entry: Mapping[str, Any]) -> str:
@@ -508,6 +615,8 @@ def _record(
         "bytes": sum(int(c.entry.get("size", 0)) for c in winners.values()),
         "hardlinked": link_modes["hardlinked"],
         "copied": link_modes["copied"],
+        "kept": link_modes["kept"],
+        "removed": link_modes["removed"],
         "setuid": [
             {"path": p, "package": winners[p].package, "mode": f"{winners[p].entry['mode']:04o}"}
             for p in result.setuid

@@ -549,3 +549,95 @@ def test_stage_sweeps_old_leftovers_of_killed_extractions(build: Build) -> None:
     build.stage(build.lock(LIBFOO))
     assert not old.exists()  # a killed run's: removed
     assert fresh.exists()  # may belong to a live extraction elsewhere: kept
+
+
+OLD_P = Package(
+    name="shifty",
+    version="1.0",
+    contents=(
+        File("/opt/shifty/a", b"a one\n"),
+        Symlink("/opt/shifty/link", "a"),
+        File("/opt/shifty/sub/f", b"in sub\n"),
+        File("/opt/shifty/gone", b"goes away\n"),
+        File("/opt/shifty/same", b"unchanged\n"),
+    ),
+    autoreq=False,
+)
+NEW_P = Package(
+    name="shifty",
+    version="2.0",
+    contents=(
+        File("/opt/shifty/a", b"a two\n"),  # other content
+        File("/opt/shifty/b", b"b\n"),
+        Symlink("/opt/shifty/link", "b"),  # other target
+        Symlink("/opt/shifty/sub", "b"),  # a folder becomes a symlink
+        File("/opt/shifty/gone/inner", b"a file becomes a folder\n"),
+        File("/opt/shifty/same", b"unchanged\n"),
+    ),
+    autoreq=False,
+)
+
+
+def test_restage_brings_the_previous_tree_up_to_date(
+    build: Build, factory: Factory, tmp_path: Path
+) -> None:
+    build.stage(build.lock(LIBFOO, FOOTOOL, OLD_P, extra("one")))
+    kept_before = (build.staging() / "usr/lib64/libfoo.so.1.0").lstat()
+    build.stage(build.lock(LIBFOO, NEW_P, extra("one"), extra("two")))
+    fresh = Build(factory, tmp_path / "fresh")
+    fresh.stage(fresh.lock(LIBFOO, NEW_P, extra("one"), extra("two")))
+    # The tree brought up to date is the tree a first stage makes, bit for bit.
+    assert snapshot(build.staging()) == snapshot(fresh.staging())
+    assert build.owners() == fresh.owners()
+    record = build.record()
+    # Kept: libfoo's file and symlink, /usr/share/foo/notes.txt, one/data. shifty 2.0's
+    # "same" has the bytes of 1.0's but is another RPM's cache inode: linked again, with
+    # a, b, gone/inner and two/data.
+    assert (record["kept"], record["hardlinked"] + record["copied"]) == (4, 5)
+    # Gone: foo-tools' 2 files and 4 folders, and sub/f (the entries whose type or
+    # content changed are replaced in place, not counted here).
+    assert record["removed"] == 6 + 1
+    assert fresh.record()["kept"] == 0 and fresh.record()["removed"] == 0
+    # A kept file was not linked again: linking would have moved its inode's ctime.
+    kept_after = (build.staging() / "usr/lib64/libfoo.so.1.0").lstat()
+    assert kept_after.st_ino == kept_before.st_ino
+    assert kept_after.st_ctime_ns == kept_before.st_ctime_ns
+    assert not list(build.staging().parent.glob(".tmp-*"))
+
+
+def test_restage_replaces_what_was_written_into_the_tree(build: Build) -> None:
+    build.stage(build.lock(LIBFOO, FOOTOOL))
+    tree = build.staging()
+    first = snapshot(tree)
+    notes = tree / "usr/share/foo/notes.txt"
+    notes.unlink()
+    notes.write_bytes(b"notes\n")  # same bytes, another inode: linked from the cache again
+    (tree / "usr/lib64/stray.so").write_bytes(b"left by hand\n")
+    (tree / "usr/lib64/libfoo.so.1").unlink()
+    (tree / "usr/lib64/libfoo.so.1").symlink_to("/elsewhere")
+    build.stage(build.lock(LIBFOO, FOOTOOL))
+    assert snapshot(tree) == first
+    record = build.record()
+    assert (record["kept"], record["removed"]) == (3, 1)
+    cached = extract.extracted_dir(build.cache, build.entry(LIBFOO).sha256) / "tree"
+    assert notes.stat().st_ino == (cached / "usr/share/foo/notes.txt").stat().st_ino
+
+
+def test_restage_makes_the_tree_anew_when_it_cannot_be_updated(
+    build: Build, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    build.stage(build.lock(LIBFOO, FOOTOOL))
+    first = snapshot(build.staging())
+    real = staging._previous
+
+    def stale(root: Path) -> dict[str, staging._Old]:
+        found = real(root)
+        found["/usr/share/doc/foo/vanished"] = staging._Old("file", (0, 0))  # not there
+        return found
+
+    monkeypatch.setattr(staging, "_previous", stale)
+    build.stage(build.lock(LIBFOO, FOOTOOL, extra("one")))
+    assert "making it anew" in caplog.text
+    assert (build.staging() / "usr/share/one/data").read_bytes() == b"one\n"
+    assert {k: v for k, v in snapshot(build.staging()).items() if "one" not in k} == first
+    assert build.record()["kept"] == 0
