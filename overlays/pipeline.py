@@ -256,7 +256,9 @@ def staged_digests(
     project: Project, name: str, owners: Mapping[str, str]
 ) -> dict[str, tuple[str, int]]:
     """(sha256, size) of each staged file, from the meta.json of the extraction its owner's
-    RPM was staged from (the check verifies size and mtime before relying on it)."""
+    RPM was staged from. The check and the image step rely on one only for a file of
+    that size whose mtime is still the stage step's 0; the image step's read-back then
+    compares the image's bytes with it."""
     from fexstack import paths
     from fexstack.errors import StageError
     from overlays.extract import META, ExtractedMeta, extracted_dir
