@@ -10,18 +10,19 @@ guest sees the mode as ``FEXSTACK_GPU_MODE``.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, TextIO
+from typing import Any
 
 from fexstack import __version__, jsonio
-from overlays.stack import GPU_MODES, Stack
+from overlays.stack import GPU_MODES
 from runner import evidence, probe
 from runner.evidence import Outcome
-from runner.launch import PHASES, AppcheckResult, RunResult, run_app
-from runner.profile import DepsLayer, Profile, from_stack
+from runner.launch import PHASES, RunResult, run_app
+from runner.options import RunOptions
+from runner.profile import Profile
 
 DIFF_NAME = "diff.json"
 DIFF_SCHEMA = "ab-diff"
@@ -90,30 +91,21 @@ def diff_rows(rows: Mapping[str, Mapping[str, Any]], fields: Sequence[str]) -> d
 
 
 def run_ab(
-    target: Stack | Profile,
+    profile: Profile,
+    options: RunOptions,
     *,
     name: str | None = None,
-    deps: Sequence[DepsLayer | tuple[str, Path, Path | None]] = (),
-    compat: Path | None = None,
     modes: Sequence[str] = GPU_MODES,
     probe_kind: str | None = None,
-    command: Sequence[str] | None = None,
-    backend: str | None = None,
-    timeout_seconds: float | None = None,
-    appcheck: Callable[[Path], AppcheckResult] | None = None,
-    force: bool = False,
-    out_dir: Path | None = None,
-    evidence_root: Path | None = None,
     context: str | None = None,
-    echo: bool | None = None,
-    stream: TextIO | None = None,
 ) -> AbResult:
-    """Run ``target``'s app (or ``command``, or the ``probe_kind`` probe) once per mode."""
-    out = stream or sys.stdout
-    profile = from_stack(target, deps=deps, compat=compat) if isinstance(target, Stack) else target
-    profile = profile.with_overrides(backend=backend)
+    """Run ``profile``'s app (or ``options.command``, or the ``probe_kind`` probe) once per
+    mode, each with ``options`` (its ``gpu_mode`` is the mode's, its ``out_dir`` the
+    mode's folder). ``name`` labels the evidence; ``context`` the probe's."""
+    out = options.stream or sys.stdout
+    profile = profile.with_overrides(backend=options.backend)
     label = name or (f"probe-{probe_kind}" if probe_kind else profile.app)
-    parent = evidence.create(f"ab-{label}", out_dir=out_dir, root=evidence_root)
+    parent = evidence.create(f"ab-{label}", out_dir=options.out_dir, root=options.evidence_root)
     parent.append_log(
         f"== fexstack {__version__}: A/B of {label} across --gpu-mode {', '.join(modes)} "
         f"({profile.backend} backend)"
@@ -124,20 +116,15 @@ def run_ab(
         mode_dir = parent.dir / mode
         parent.append_log(f"== {mode}: {mode_dir}")
         probe_doc = None
+        moded_options = replace(options, gpu_mode=mode, out_dir=mode_dir, stream=out)
         if probe_kind is not None:
-            done = probe.run_probe(
-                probe_kind, profile, gpu_mode=mode, timeout_seconds=timeout_seconds,
-                out_dir=mode_dir, context=context, echo=echo, stream=out,
-            )  # fmt: skip
+            done = probe.run_probe(probe_kind, profile, moded_options, context=context)
             run, probe_doc = done.run, done.probe
         else:
             env = dict(profile.env)
             env[probe.GPU_MODE_ENV] = mode
             moded = replace(profile, env=MappingProxyType(dict(sorted(env.items()))))
-            run = run_app(
-                moded, gpu_mode=mode, timeout_seconds=timeout_seconds, command=command,
-                appcheck=appcheck, force=force, out_dir=mode_dir, echo=echo, stream=out,
-            )  # fmt: skip
+            run = run_app(moded, moded_options)
         runs[mode] = run
         rows[mode] = _row(mode, run, probe_doc)
         parent.append_log(f"== {mode}: {run.outcome}: {run.reason}")

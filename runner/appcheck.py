@@ -37,7 +37,7 @@ from invariants.loader import FEX_HWCAPS, Loader, Search
 from invariants.view import Layer, Node, Tree, View, index
 from overlays.stack import Stack
 from runner import apprun
-from runner.launch import AppcheckResult
+from runner.options import AppcheckResult
 from runner.profile import EXECSTACK_TUNABLE, with_execstack
 
 FORMAT = 1

@@ -15,18 +15,18 @@ from __future__ import annotations
 
 import statistics
 import sys
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 from fexstack import __version__, atomic, jsonio
 from fexstack.errors import ConfigError
-from overlays.stack import Stack
 from runner import evidence
 from runner.evidence import Outcome
-from runner.launch import PHASES, AppcheckResult, RunResult, run_app, sanitized_dir
-from runner.profile import DepsLayer, Profile, from_stack
+from runner.launch import PHASES, RunResult, run_app, sanitized_dir
+from runner.options import RunOptions
+from runner.profile import Profile
 
 BENCH_NAME = "bench.json"
 BENCH_SCHEMA = "bench"
@@ -99,31 +99,22 @@ def _record(
 
 
 def run_bench(
-    target: Stack | Profile,
+    profile: Profile,
+    options: RunOptions,
     *,
     name: str | None = None,
-    deps: Sequence[DepsLayer | tuple[str, Path, Path | None]] = (),
-    compat: Path | None = None,
     runs: int = DEFAULT_RUNS,
-    ready: str | None = None,
-    command: Sequence[str] | None = None,
-    backend: str | None = None,
-    timeout_seconds: float | None = None,
-    appcheck: Callable[[Path], AppcheckResult] | None = None,
-    force: bool = False,
-    out_dir: Path | None = None,
-    evidence_root: Path | None = None,
-    echo: bool | None = None,
-    stream: TextIO | None = None,
 ) -> BenchResult:
-    """Run ``runs`` cold and ``runs`` warm starts; write bench.json; print the table."""
-    if runs < 1:
+    """Run ``runs`` cold and ``runs`` warm starts of ``profile``'s app, each with
+    ``options`` (a cold one with ``fresh_runtime``); write bench.json; print the table.
+    ``options.ready`` ends each launch at that pattern. ``name`` labels the evidence."""
+    if isinstance(runs, bool) or not isinstance(runs, int) or runs < 1:
         raise ConfigError(f"--runs {runs} is not positive", "pass --runs N with N >= 1")
-    out = stream or sys.stdout
-    profile = from_stack(target, deps=deps, compat=compat) if isinstance(target, Stack) else target
-    profile = profile.with_overrides(backend=backend, timeout_seconds=timeout_seconds)
+    out = options.stream or sys.stdout
+    profile = options.apply(profile)
+    ready = options.ready
     label = name or profile.app
-    parent = evidence.create(f"bench-{label}", out_dir=out_dir, root=evidence_root)
+    parent = evidence.create(f"bench-{label}", out_dir=options.out_dir, root=options.evidence_root)
     parent.append_log(
         f"== fexstack {__version__}: bench of {label}: {runs} cold and {runs} warm starts "
         f"({profile.backend} backend" + (f", ready: {ready!r}" if ready else "") + ")"
@@ -137,9 +128,8 @@ def run_bench(
             parent.append_log(f"== {kind} {i}: {folder}" + (
                 f" (dropped {', '.join(dropped)})" if dropped else ""))  # fmt: skip
             run = run_app(
-                profile, command=command, appcheck=appcheck, force=force, out_dir=folder,
-                fresh_runtime=kind == "cold", ready=ready, echo=echo, stream=out,
-            )  # fmt: skip
+                profile, replace(options, out_dir=folder, fresh_runtime=kind == "cold", stream=out)
+            )
             results.append(run)
             records.append(_record(kind, i, run, parent.dir, dropped))
             parent.append_log(f"== {kind} {i}: {run.outcome}: {run.reason}")
@@ -155,7 +145,7 @@ def run_bench(
         "runs_per_kind": runs,
         "ready": ready,
         "timeout_seconds": profile.timeout_seconds,
-        "command": list(command) if command is not None else None,
+        "command": list(options.command) if options.command is not None else None,
         "appimage": str(profile.appimage) if profile.appimage is not None else None,
         "runs": records,
         "summary": summary,

@@ -24,19 +24,19 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
 from fexstack import __version__, jsonio, paths
 from fexstack.digest import sha256_file
-from fexstack.errors import ConfigError, FexstackError, ImageError, RunError
-from overlays.stack import Stack
+from fexstack.errors import FexstackError, ImageError, RunError
 from runner import capture, display, evidence, hostinfo, identity, native, preflight, trace
 from runner import muvm as muvm_cli
 from runner.evidence import Outcome
-from runner.profile import GPU_ABSENT_REASON, DepsLayer, Layer, Profile, from_stack
+from runner.options import AppcheckResult, RunOptions
+from runner.profile import GPU_ABSENT_REASON, Layer, Profile
 
 LOG_TAIL_LINES = 40
 SANITIZE_EVIDENCE = "sanitize.json"
@@ -45,16 +45,6 @@ SANITIZE_EVIDENCE = "sanitize.json"
 # the --ready pattern first appeared, from the launch), total (the whole run_app call).
 PHASES = ("preflight", "extract", "appcheck", "launch", "ready", "total")
 LOADER_ERRORS = ("error while loading shared libraries", "CPU ISA level is lower than required")
-
-
-@dataclass(frozen=True)
-class AppcheckResult:
-    """What the appcheck hook found in an extracted AppDir."""
-
-    blocking: bool
-    summary: str
-    findings: tuple[str, ...] = ()
-    report: Mapping[str, Any] | None = None  # the full report, written as appcheck.json
 
 
 @dataclass(frozen=True)
@@ -370,51 +360,21 @@ def _output_owner_dir(ev: evidence.Evidence) -> Path:
     return ev.dir.parent.parent
 
 
-def run_app(
-    target: Stack | Profile,
-    *,
-    deps: Sequence[DepsLayer | tuple[str, Path, Path | None]] = (),
-    compat: Path | None = None,
-    out_dir: Path | None = None,
-    gpu_mode: str | None = None,
-    timeout_seconds: float | None = None,
-    force: bool = False,
-    backend: str | None = None,
-    appcheck: Callable[[Path], AppcheckResult] | None = None,
-    command: Sequence[str] | None = None,
-    binds: Sequence[Path] = (),
-    private_runtime: bool = True,
-    evidence_root: Path | None = None,
-    echo: bool | None = None,
-    stream: TextIO | None = None,
-    fresh_runtime: bool = False,
-    ready: str | None = None,
-    privileged: bool | None = None,
-    syscall_trace: bool = False,
-) -> RunResult:
-    """Run the app of ``target`` (a stack, or an expanded profile) and leave evidence.
+def run_app(profile: Profile, options: RunOptions) -> RunResult:
+    """Run the app of ``profile`` the way ``options`` say, and leave evidence.
 
-    ``deps``/``compat`` complete a stack's profile (ignored for a profile). ``command``
-    runs that absolute argv instead of the AppImage's entrypoint (probes, tests);
-    ``binds`` are host paths the native backend shows at the same place (the AppDir is
-    always one).
-    ``private_runtime``: when a muvm VM is already running, give the run its own
-    XDG_RUNTIME_DIR instead of refusing. ``force`` runs despite blocking appcheck findings.
-    ``fresh_runtime``: always give a muvm run its own XDG_RUNTIME_DIR (a fresh VM boots:
-    cold starts). ``ready``: a regular expression; once it appears in the output the
-    launch phase ends, the app is stopped and the run is PASS (start-up benchmarks).
-    ``syscall_trace``: on the native backend, strace the run (failed opens and execs of
-    the app, into the evidence's strace/ folder; ``doit suggest:``, runner/trace.py).
+    A stack becomes a profile with :func:`runner.profile.from_stack` (its deps overlays
+    and compat layer); see :class:`~runner.options.RunOptions` for the options.
     """
-    profile = from_stack(target, deps=deps, compat=compat) if isinstance(target, Stack) else target
-    profile = profile.with_overrides(
-        gpu_mode=gpu_mode, timeout_seconds=timeout_seconds, backend=backend,
-        privileged=privileged or None,
-    )
-    ready_re = _ready_pattern(ready)
+    profile = options.apply(profile)
+    command, binds, appcheck = options.command, options.binds, options.appcheck
+    stream = options.stream
+    ready_re = options.ready_pattern()
     started = dt.datetime.now(dt.UTC)
     t0 = time.monotonic()
-    ev = evidence.create(profile.app, out_dir=out_dir, root=evidence_root, now=started)
+    ev = evidence.create(
+        profile.app, out_dir=options.out_dir, root=options.evidence_root, now=started
+    )
     state = _State(profile)
     host = hostinfo.collect(profile.muvm if profile.backend == "muvm" else None)
     hashes: dict[Path, str] = {}
@@ -427,7 +387,8 @@ def run_app(
         )
         t_pre = time.monotonic()
         checks = preflight.run_checks(
-            profile, host=host, private_runtime=private_runtime, need_appimage=command is None
+            profile, host=host, private_runtime=options.private_runtime,
+            need_appimage=command is None,
         )
         # images are hashed once: preflight hashed the valid ones, the rest are hashed here
         hashes = dict(checks.hashes)
@@ -445,7 +406,7 @@ def run_app(
             return _finish(ev, state, host, images, started, t0, stream)
         if command is not None:
             guest_argv = list(command)
-            extra_binds = [Path(b) for b in binds]
+            extra_binds = list(binds)
         else:
             t_extract = time.monotonic()
             appdir = _extract(state, ev)
@@ -453,25 +414,25 @@ def run_app(
             state.stage = "appcheck"
             if appcheck is not None:
                 t_check = time.monotonic()
-                found = appcheck(appdir)
+                found: AppcheckResult = appcheck(appdir)
                 state.phases["appcheck"] = time.monotonic() - t_check
                 state.appcheck = {
                     "blocking": found.blocking,
                     "summary": found.summary,
                     "findings": list(found.findings),
-                    "forced": bool(found.blocking and force),
+                    "forced": bool(found.blocking and options.force),
                 }
                 ev.append_log(f"== appcheck: {found.summary}")
                 if found.report is not None:
                     jsonio.write(ev.dir / "appcheck.json", found.report, "appcheck")
-                if found.blocking and not force:
+                if found.blocking and not options.force:
                     _infra(state, f"appcheck: {found.summary} (use force to run anyway)")
                     return _finish(ev, state, host, images, started, t0, stream)
             from runner import entrypoint
 
             entry = entrypoint.entrypoint(appdir)
             guest_argv = [*entry.argv, *profile.args]
-            extra_binds = [appdir, *(Path(b) for b in binds)]
+            extra_binds = [appdir, *binds]
         mismatch = _recheck_deps(state)
         if mismatch is not None:
             _infra(state, f"deps overlay changed since preflight: {mismatch}")
@@ -480,11 +441,11 @@ def run_app(
             state,
             ev,
             guest_argv,
-            private_runtime=checks.private_runtime_dir or fresh_runtime,
+            private_runtime=checks.private_runtime_dir or options.fresh_runtime,
             binds=extra_binds,
-            echo=echo,
+            echo=options.echo,
             ready=ready_re,
-            syscall_trace=syscall_trace,
+            syscall_trace=options.syscall_trace,
         )
     except FexstackError as exc:
         _infra(state, f"{state.stage}: {exc.message}")
@@ -501,30 +462,19 @@ def run_app(
 
 
 def build_failed(
-    target: Stack,
-    *,
-    task: str,
-    stack_name: str,
-    log: str,
-    deps: Sequence[DepsLayer | tuple[str, Path, Path | None]] = (),
-    compat: Path | None = None,
-    out_dir: Path | None = None,
-    gpu_mode: str | None = None,
-    backend: str | None = None,
-    timeout_seconds: float | None = None,
-    evidence_root: Path | None = None,
-    stream: TextIO | None = None,
+    profile: Profile, options: RunOptions, *, task: str, stack_name: str, log: str
 ) -> RunResult:
     """The evidence of a run that never started because building or checking one of
     its overlays failed: INFRA at stage ``build``, naming the failing ``task``
     (``check:<stack>``) and ``stack_name``; ``log`` (that step's output and the check
     summary) goes into run.log."""
-    profile = from_stack(target, deps=deps, compat=compat).with_overrides(
-        gpu_mode=gpu_mode, timeout_seconds=timeout_seconds, backend=backend
-    )
+    profile = options.apply(profile)
+    stream = options.stream
     started = dt.datetime.now(dt.UTC)
     t0 = time.monotonic()
-    ev = evidence.create(profile.app, out_dir=out_dir, root=evidence_root, now=started)
+    ev = evidence.create(
+        profile.app, out_dir=options.out_dir, root=options.evidence_root, now=started
+    )
     state = _State(profile, stage="build")
     host = hostinfo.collect(None)
     step = task.partition(":")[0]
@@ -543,18 +493,6 @@ def build_failed(
     report["build_failure"] = {"task": task, "step": step, "stack": stack_name}
     ev.write_report(report)
     return result
-
-
-def _ready_pattern(ready: str | None) -> re.Pattern[str] | None:
-    if not ready:
-        return None
-    try:
-        return re.compile(ready)
-    except re.error as exc:
-        raise ConfigError(
-            f"--ready {ready!r} is not a valid regular expression: {exc}",
-            "pass a Python regular expression, e.g. --ready 'window shown'",
-        ) from exc
 
 
 def _finish(

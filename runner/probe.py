@@ -28,15 +28,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, TextIO
+from typing import Any
 
 from fexstack import __version__, jsonio
 from fexstack.errors import ConfigError
-from overlays.stack import Stack
 from runner import capture, evidence
 from runner.evidence import Outcome
 from runner.launch import RunResult, run_app
-from runner.profile import DepsLayer, Profile, from_stack
+from runner.options import RunOptions
+from runner.profile import Profile
 
 PROBES = ("display", "gpu")
 PROBE_NAME = "probe.json"
@@ -373,37 +373,22 @@ def probe_document(
 
 
 def run_probe(
-    kind: str,
-    target: Stack | Profile,
-    *,
-    deps: Sequence[DepsLayer | tuple[str, Path, Path | None]] = (),
-    compat: Path | None = None,
-    context: str | None = None,
-    gpu_mode: str | None = None,
-    timeout_seconds: float | None = None,
-    backend: str | None = None,
-    out_dir: Path | None = None,
-    evidence_root: Path | None = None,
-    echo: bool | None = None,
-    stream: TextIO | None = None,
+    kind: str, profile: Profile, options: RunOptions, *, context: str | None = None
 ) -> ProbeResult:
-    """Run the ``kind`` probe in ``target``'s context and write probe.json to its evidence.
+    """Run the ``kind`` probe in ``profile``'s context and write probe.json to its evidence.
 
-    ``context`` names what the probe ran on (a stack name, "bare:<stack>") for the record.
+    ``options`` as for any run (its ``command`` is the probe's; without a timeout there
+    or in the profile, DEFAULT_TIMEOUT). ``context`` names what the probe ran on (a stack
+    name, "bare:<stack>") for the record.
     """
-    command = guest_command(kind)
-    profile = from_stack(target, deps=deps, compat=compat) if isinstance(target, Stack) else target
-    profile = probe_profile(profile.with_overrides(backend=backend), kind, gpu_mode)
-    if timeout_seconds is None and profile.timeout_seconds is None:
-        timeout_seconds = DEFAULT_TIMEOUT
+    profile = probe_profile(profile.with_overrides(backend=options.backend), kind,
+                            options.gpu_mode)  # fmt: skip
+    timeout = options.timeout_seconds
+    if timeout is None and profile.timeout_seconds is None:
+        timeout = DEFAULT_TIMEOUT
+    stream = options.stream
     run = run_app(
-        profile,
-        command=command,
-        timeout_seconds=timeout_seconds,
-        out_dir=out_dir,
-        evidence_root=evidence_root,
-        echo=echo,
-        stream=stream,
+        profile, replace(options, command=tuple(guest_command(kind)), timeout_seconds=timeout)
     )
     doc = probe_document(kind, run, profile, context)
     path = run.evidence_dir / PROBE_NAME

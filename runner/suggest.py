@@ -25,7 +25,7 @@ import json
 import re
 import shutil
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -33,6 +33,7 @@ from fexstack import jsonio
 from overlays import provides
 from overlays.stack import Stack
 from runner import trace
+from runner.options import RunOptions
 
 SUGGEST_EVIDENCE = "suggest.json"
 _LINKABILITY = re.compile(r"^(?P<soname>\S+) \(needed by (?P<by>\S+)\) is not found")
@@ -243,34 +244,28 @@ def write_and_print(
 
 def audit(
     stack: Stack,
+    options: RunOptions,
     *,
     deps: Sequence[tuple[str, Path, Path | None]],
     compat: Path | None,
-    appcheck: Callable[[Path], Any] | None,
     locked: Iterable[str] = (),
     base: Iterable[str] = (),
-    out_dir: Path | None = None,
-    evidence_root: Path | None = None,
-    backend: str | None = None,
-    timeout_seconds: float | None = None,
-    stream: TextIO | None = None,
 ) -> dict[str, Any]:
-    """Run ``stack``'s app traced (see the module docstring); return suggest.json's document."""
+    """Run ``stack``'s app traced (see the module docstring) with ``options`` (forced past
+    appcheck's findings); return suggest.json's document."""
     import sys
 
     from runner.launch import run_app
     from runner.profile import from_stack
 
-    out = stream or sys.stdout
+    out = options.stream or sys.stdout
     if shutil.which("strace") is None:
         print("suggest: strace is not installed: missing data files and programs are not "
               "traced (the loader's trace still is)", file=out)  # fmt: skip
     profile = from_stack(stack, deps=deps, compat=compat, env=trace.TRACE_ENV)
-    result = run_app(
-        profile, out_dir=out_dir, evidence_root=evidence_root, backend=backend,
-        timeout_seconds=timeout_seconds, appcheck=appcheck, force=True, stream=out,
-        syscall_trace=shutil.which("strace") is not None,
-    )  # fmt: skip
+    result = run_app(profile, replace(
+        options, force=True, stream=out, syscall_trace=shutil.which("strace") is not None,
+    ))  # fmt: skip
     missed = collect(result.evidence_dir)
     findings = resolve(
         stack, missed, present=locked, base=base,

@@ -348,14 +348,15 @@ def run(
 ) -> None:
     """``doit run:<app>``: the overlays are up to date (task deps); launch and report."""
     from runner.launch import run_app
+    from runner.options import RunOptions
+    from runner.profile import from_stack
 
     stack = pipeline.stack_of(project, name)
     if stack.app is None:
         raise ConfigError(f"stack {name} has no [app] table", "add [app] appimage = '...'")
-    result = run_app(
-        stack,
-        deps=deps_layers(project, name),
-        compat=pipeline.compat_layer_path(project, stack.base.id),
+    profile = from_stack(stack, deps=deps_layers(project, name),
+                         compat=pipeline.compat_layer_path(project, stack.base.id))
+    result = run_app(profile, RunOptions(
         out_dir=Path(out_dir).absolute() if out_dir else None,
         gpu_mode=gpu_mode or None,
         timeout_seconds=timeout_seconds or None,
@@ -363,8 +364,8 @@ def run(
         force=force,
         evidence_root=project.evidence_dir,
         appcheck=appcheck_for(project, stack),
-        privileged=privileged or None,
-    )
+        privileged=privileged,
+    ))  # fmt: skip
     if not result.outcome.ok:
         raise RunError(
             f"run:{name} ended {result.outcome}: {result.reason}",
@@ -384,23 +385,27 @@ def suggest(
     """``doit suggest:<app>``: run the app traced and print seed lines (runner/suggest.py)."""
     from overlays.lockfile import read as read_lock
     from overlays.locking import base_packages_of
+    from runner.options import RunOptions
     from runner.suggest import audit
 
     stack = pipeline.stack_of(project, name)
     if stack.app is None:
         raise ConfigError(f"stack {name} has no [app] table", "add [app] appimage = '...'")
     lock = project.lock_path(name)
-    audit(
-        stack,
-        deps=deps_layers(project, name),
-        compat=pipeline.compat_layer_path(project, stack.base.id),
+    options = RunOptions(
         appcheck=appcheck_for(project, stack),
-        locked=[p.name for p in read_lock(lock).packages] if lock.is_file() else [],
-        base=[p.name for p in base_packages_of(stack)],
         out_dir=Path(out_dir).absolute() if out_dir else None,
         evidence_root=project.evidence_dir,
         backend=backend or None,
         timeout_seconds=timeout_seconds or None,
+    )
+    audit(
+        stack,
+        options,
+        deps=deps_layers(project, name),
+        compat=pipeline.compat_layer_path(project, stack.base.id),
+        locked=[p.name for p in read_lock(lock).packages] if lock.is_file() else [],
+        base=[p.name for p in base_packages_of(stack)],
     )
 
 
@@ -547,6 +552,8 @@ def _build_failed_evidence(
     failed: list[tuple[str, str]], started: float,
 ) -> None:
     from runner.launch import build_failed
+    from runner.options import RunOptions
+    from runner.profile import from_stack
 
     if info is None or info.stack is None:
         return
@@ -566,14 +573,15 @@ def _build_failed_evidence(
     options = task.options or {}
     out_dir = options.get("out_dir") or ""
     build_failed(
-        stack,
+        from_stack(stack, deps=deps_layers(project, name)),
+        RunOptions(
+            out_dir=Path(out_dir).absolute() if out_dir else None,
+            gpu_mode=options.get("gpu_mode") or None,
+            backend=options.get("backend") or None,
+            timeout_seconds=options.get("timeout_seconds") or None,
+            evidence_root=project.evidence_dir,
+        ),
         task=failed_task,
         stack_name=name,
         log=text,
-        deps=deps_layers(project, name),
-        out_dir=Path(out_dir).absolute() if out_dir else None,
-        gpu_mode=options.get("gpu_mode") or None,
-        backend=options.get("backend") or None,
-        timeout_seconds=options.get("timeout_seconds") or None,
-        evidence_root=project.evidence_dir,
     )

@@ -14,6 +14,7 @@ take the project and names (picklable), and read the stacks again when they run.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,8 @@ from overlays import pipeline
 from overlays.project import Project
 from overlays.stack import GPU_MODES, Stack
 from runner.evidence import Outcome
+from runner.options import RunOptions
+from runner.profile import from_stack
 from tasks import declare as tasking
 from tasks.action import Step
 
@@ -144,11 +147,10 @@ def probe(
     from runner.probe import run_probe
 
     loaded, deps, compat, label = context(project, tasking.stacks(project), stack, bare)
-    result = run_probe(
-        kind, loaded, deps=deps, compat=compat, context=label, gpu_mode=gpu_mode or None,
-        timeout_seconds=timeout_seconds or None, backend=backend or None,
-        out_dir=_path(out_dir), evidence_root=project.evidence_dir,
-    )  # fmt: skip
+    result = run_probe(kind, from_stack(loaded, deps=deps, compat=compat), RunOptions(
+        gpu_mode=gpu_mode or None, timeout_seconds=timeout_seconds or None,
+        backend=backend or None, out_dir=_path(out_dir), evidence_root=project.evidence_dir,
+    ), context=label)  # fmt: skip
     _check(f"probe:{kind}", result.probe["outcome"], result.probe["reason"],
            result.run.evidence_dir, "run.log, probe.json")  # fmt: skip
 
@@ -178,21 +180,20 @@ def ab(
     """``doit ab:<app>`` / ``doit ab:probe-gpu``: one run per mode, then diff.json."""
     from runner.ab import run_ab
 
-    common: dict[str, Any] = {
-        "modes": _modes(modes), "timeout_seconds": timeout_seconds or None,
-        "backend": backend or None, "out_dir": _path(out_dir),
-        "evidence_root": project.evidence_dir,
-    }  # fmt: skip
+    options = RunOptions(
+        timeout_seconds=timeout_seconds or None, backend=backend or None,
+        out_dir=_path(out_dir), evidence_root=project.evidence_dir,
+    )  # fmt: skip
     if name == PROBE_GPU:
         loaded, deps, compat, label = context(project, tasking.stacks(project), stack, bare)
-        result = run_ab(loaded, name=PROBE_GPU, deps=deps, compat=compat, probe_kind="gpu",
-                        context=label, **common)  # fmt: skip
+        result = run_ab(from_stack(loaded, deps=deps, compat=compat), options, name=PROBE_GPU,
+                        modes=_modes(modes), probe_kind="gpu", context=label)  # fmt: skip
     else:
         loaded = _app_stack(project, name)
-        result = run_ab(
-            loaded, deps=tasking.deps_layers(project, name), compat=_compat(project, loaded),
-            appcheck=tasking.appcheck_for(project, loaded), force=force, **common,
-        )  # fmt: skip
+        profile = from_stack(loaded, deps=tasking.deps_layers(project, name),
+                             compat=_compat(project, loaded))  # fmt: skip
+        options = replace(options, appcheck=tasking.appcheck_for(project, loaded), force=force)
+        result = run_ab(profile, options, modes=_modes(modes))
     if not result.all_pass:
         differing = ", ".join(d["field"] for d in result.diff["differences"]) or "nothing"
         raise RunError(
@@ -217,12 +218,13 @@ def bench(
     from runner.bench import run_bench
 
     loaded = _app_stack(project, name)
-    result = run_bench(
-        loaded, deps=tasking.deps_layers(project, name), compat=_compat(project, loaded),
-        runs=runs, ready=ready or None, timeout_seconds=timeout_seconds or None,
-        backend=backend or None, appcheck=tasking.appcheck_for(project, loaded), force=force,
+    profile = from_stack(loaded, deps=tasking.deps_layers(project, name),
+                         compat=_compat(project, loaded))  # fmt: skip
+    result = run_bench(profile, RunOptions(
+        ready=ready or None, timeout_seconds=timeout_seconds or None, backend=backend or None,
+        appcheck=tasking.appcheck_for(project, loaded), force=force,
         out_dir=_path(out_dir), evidence_root=project.evidence_dir,
-    )  # fmt: skip
+    ), runs=runs)  # fmt: skip
     if not result.all_pass:
         failed = [f"{r['kind']}-{r['index']} {r['outcome']}" for r in result.doc["runs"]
                   if r["outcome"] != Outcome.PASS]  # fmt: skip

@@ -9,6 +9,7 @@ import pytest
 
 from fexstack import jsonio
 from runner.ab import run_ab
+from runner.options import RunOptions
 from runner.profile import Profile
 from tests.test_muvm import launches
 from tests.test_probe import fake_muvm_profile, native_profile
@@ -46,8 +47,14 @@ def check_venus_fails(diff: dict[str, Any]) -> None:
 
 
 def test_ab_with_fake_muvm_one_mode_failing(muvm_profile: Profile, tmp_path: Path) -> None:
-    result = run_ab(muvm_profile, command=["/bin/sh", "-c", FAILS_ON_VENUS],
-                    evidence_root=tmp_path / "ev", echo=False)  # fmt: skip
+    result = run_ab(
+        muvm_profile,
+        RunOptions(
+            command=["/bin/sh", "-c", FAILS_ON_VENUS],
+            evidence_root=tmp_path / "ev",
+            echo=False,
+        ),
+    )  # fmt: skip
     assert result.dir.parent == tmp_path / "ev" / "ab-abapp"
     diff = read_diff(result.dir)
     check_venus_fails(diff)
@@ -59,7 +66,11 @@ def test_ab_with_fake_muvm_one_mode_failing(muvm_profile: Profile, tmp_path: Pat
 
 
 def test_ab_probe_gpu_with_fake_muvm(muvm_profile: Profile, tmp_path: Path) -> None:
-    result = run_ab(muvm_profile, probe_kind="gpu", evidence_root=tmp_path / "ev", echo=False)
+    result = run_ab(
+        muvm_profile,
+        RunOptions(evidence_root=tmp_path / "ev", echo=False),
+        probe_kind="gpu",
+    )
     diff = read_diff(result.dir)
     assert diff["kind"] == "probe" and diff["name"] == "probe-gpu"
     assert "renderer" in diff["compared"]
@@ -74,8 +85,14 @@ def test_ab_probe_gpu_with_fake_muvm(muvm_profile: Profile, tmp_path: Path) -> N
 
 def test_ab_native_one_mode_failing(privileged: None, tmp_path: Path) -> None:
     profile = native_profile(tmp_path, name="abnative")
-    result = run_ab(profile, command=["/bin/bash", "-c", FAILS_ON_VENUS],
-                    evidence_root=tmp_path / "ev", echo=False)  # fmt: skip
+    result = run_ab(
+        profile,
+        RunOptions(
+            command=["/bin/bash", "-c", FAILS_ON_VENUS],
+            evidence_root=tmp_path / "ev",
+            echo=False,
+        ),
+    )  # fmt: skip
     diff = read_diff(result.dir)
     assert diff["backend"] == "native"
     check_venus_fails(diff)
@@ -84,8 +101,12 @@ def test_ab_native_one_mode_failing(privileged: None, tmp_path: Path) -> None:
 
 
 def test_ab_probe_gpu_native(privileged: None, tmp_path: Path) -> None:
-    result = run_ab(native_profile(tmp_path), probe_kind="gpu", modes=["drm", "software"],
-                    evidence_root=tmp_path / "ev", echo=False)  # fmt: skip
+    result = run_ab(
+        native_profile(tmp_path),
+        RunOptions(evidence_root=tmp_path / "ev", echo=False),
+        probe_kind="gpu",
+        modes=["drm", "software"],
+    )  # fmt: skip
     diff = read_diff(result.dir)
     assert diff["modes"] == ["drm", "software"] and diff["all_pass"] is True
     assert {r["renderer"] for r in diff["runs"].values()} == {None}  # no tool in the base

@@ -24,6 +24,7 @@ from invariants.compat import ensure
 from invariants.view import Layer, layer
 from runner import appcheck
 from runner.launch import AppcheckResult, run_app
+from runner.options import RunOptions
 from runner.profile import Profile, build_profile
 from testkit.factory import Executable, Factory, Library, base_tree, glibc_package
 from testkit.packer import build_appimage
@@ -269,7 +270,10 @@ def test_run_stops_on_a_missing_library_unless_forced(
     appimage = build_appimage(appdir, tmp_path / "missing.AppImage")
     profile = profile_for(world, appimage, "appcheck-missing")
 
-    stopped = run_app(profile, appcheck=hook(world), evidence_root=tmp_path / "ev", echo=False)
+    stopped = run_app(
+        profile,
+        RunOptions(appcheck=hook(world), evidence_root=tmp_path / "ev", echo=False),
+    )
     assert stopped.outcome == "INFRA"
     report, found = evidence_of(stopped.evidence_dir)
     assert report["stage"] == "appcheck" and MISSING.soname in report["reason"]
@@ -283,7 +287,8 @@ def test_run_stops_on_a_missing_library_unless_forced(
     assert any(MISSING.soname in line for line in report["appcheck"]["findings"])
 
     forced = run_app(
-        profile, appcheck=hook(world), force=True, evidence_root=tmp_path / "ev", echo=False
+        profile,
+        RunOptions(appcheck=hook(world), force=True, evidence_root=tmp_path / "ev", echo=False),
     )
     report, found = evidence_of(forced.evidence_dir)
     log = (forced.evidence_dir / "run.log").read_text()
@@ -304,9 +309,7 @@ def test_run_passes_when_appcheck_finds_nothing(
     appimage = build_appimage(appdir, tmp_path / "fine.AppImage")
     result = run_app(
         profile_for(world, appimage, "appcheck-fine"),
-        appcheck=hook(world),
-        evidence_root=tmp_path / "ev",
-        echo=False,
+        RunOptions(appcheck=hook(world), evidence_root=tmp_path / "ev", echo=False),
     )
     log = (result.evidence_dir / "run.log").read_text()
     assert result.outcome == "PASS", log

@@ -9,6 +9,7 @@ import pytest
 
 from fexstack import jsonio
 from runner.bench import run_bench
+from runner.options import RunOptions
 from runner.profile import build_profile
 from testkit.packer import build_appimage
 from tests.test_probe import fake_muvm_profile, native_base
@@ -55,8 +56,16 @@ def test_bench_with_fake_muvm_and_ready_marker(
     from dataclasses import replace
 
     profile = replace(profile, appimage=appimage)
-    result = run_bench(profile, runs=2, ready=r"window-re+ady", timeout_seconds=30,
-                       evidence_root=tmp_path / "ev", echo=False)  # fmt: skip
+    result = run_bench(
+        profile,
+        RunOptions(
+            ready=r"window-re+ady",
+            timeout_seconds=30,
+            evidence_root=tmp_path / "ev",
+            echo=False,
+        ),
+        runs=2,
+    )  # fmt: skip
     doc = read_bench(result.dir)
     check_cold_warm(doc, 2)
     assert doc["ready"] == "window-re+ady"
@@ -77,7 +86,7 @@ def test_bench_native_runs_to_exit(privileged: None, tmp_path: Path) -> None:
     appimage = make_appimage(tmp_path, "#!/bin/bash\necho bench-native-ran\n")
     profile = build_profile("benchnative", base=native_base(tmp_path), gpu=[],
                             appimage=appimage, backend="native")  # fmt: skip
-    result = run_bench(profile, runs=2, evidence_root=tmp_path / "ev", echo=False)
+    result = run_bench(profile, RunOptions(evidence_root=tmp_path / "ev", echo=False), runs=2)
     doc = read_bench(result.dir)
     assert doc["backend"] == "native" and doc["ready"] is None
     check_cold_warm(doc, 2)
@@ -90,4 +99,4 @@ def test_bench_refuses_zero_runs(tmp_path: Path) -> None:
 
     profile = build_profile("x", base=tmp_path, gpu=[], backend="native")
     with pytest.raises(ConfigError):
-        run_bench(profile, runs=0, evidence_root=tmp_path / "ev")
+        run_bench(profile, RunOptions(evidence_root=tmp_path / "ev"), runs=0)

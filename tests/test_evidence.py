@@ -12,6 +12,7 @@ import pytest
 from fexstack import jsonio
 from runner import evidence
 from runner.launch import run_app
+from runner.options import RunOptions
 from runner.profile import Profile
 from tests.test_launch import muvm_profile  # noqa: F401  (a fixture)
 
@@ -60,7 +61,10 @@ def test_report_and_inputs_have_stable_keys(
     muvm_profile: Profile,  # noqa: F811
     tmp_path: Path,
 ) -> None:
-    result = run_app(muvm_profile, command=["/bin/true"], out_dir=tmp_path / "out", echo=False)
+    result = run_app(
+        muvm_profile,
+        RunOptions(command=["/bin/true"], out_dir=tmp_path / "out", echo=False),
+    )
     report = jsonio.read(result.evidence_dir / "run.report.json")
     inputs = jsonio.read(result.evidence_dir / "inputs.json")
     assert sorted(report) == REPORT_KEYS
@@ -101,7 +105,10 @@ def test_report_schema_rejects_unknown_outcome(
     muvm_profile: Profile,  # noqa: F811
     tmp_path: Path,
 ) -> None:
-    result = run_app(muvm_profile, command=["/bin/true"], out_dir=tmp_path / "o", echo=False)
+    result = run_app(
+        muvm_profile,
+        RunOptions(command=["/bin/true"], out_dir=tmp_path / "o", echo=False),
+    )
     report = jsonio.read(result.evidence_dir / "run.report.json")
     jsonio.validate(report, "run-report")
     for bad in ({**report, "outcome": "MAYBE"}, {**report, "surprise": 1},

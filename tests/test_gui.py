@@ -23,6 +23,7 @@ import pytest
 from fexstack import jsonio
 from runner import display
 from runner.launch import RunResult, run_app
+from runner.options import RunOptions
 from runner.profile import Profile, build_profile
 from tests.conftest import in_ci
 from tests.test_native import PROFILE_ENV, gcc, layout  # noqa: F401  (the fixture)
@@ -149,8 +150,14 @@ def test_xmessage_window_seen_on_timeout(
     gui: dict[str, Path], tmp_path: Path,
 ) -> None:  # fmt: skip
     """A real Xt client that never exits: its mapped window makes the timeout WINDOW_SEEN."""
-    result = run_app(profile(layout, gui, timeout=4), evidence_root=tmp_path, echo=False,
-                     command=["/usr/bin/xmessage", "-title", "fexstack says", "hello"])  # fmt: skip
+    result = run_app(
+        profile(layout, gui, timeout=4),
+        RunOptions(
+            evidence_root=tmp_path,
+            echo=False,
+            command=["/usr/bin/xmessage", "-title", "fexstack says", "hello"],
+        ),
+    )  # fmt: skip
     log = (result.evidence_dir / "run.log").read_text()
     assert result.outcome == "WINDOW_SEEN", log
     doc = report(result)
@@ -170,8 +177,10 @@ def test_ready_marker_takes_the_screenshot(
     privileged: None, xvfb: dict[str, str], layout: dict[str, object],  # noqa: F811
     gui: dict[str, Path], tmp_path: Path,
 ) -> None:  # fmt: skip
-    result = run_app(profile(layout, gui, "map", timeout=30), evidence_root=tmp_path,
-                     echo=False, ready="window mapped")  # fmt: skip
+    result = run_app(
+        profile(layout, gui, "map", timeout=30),
+        RunOptions(evidence_root=tmp_path, echo=False, ready="window mapped"),
+    )  # fmt: skip
     log = (result.evidence_dir / "run.log").read_text()
     assert result.outcome == "PASS", log
     seen = report(result)["display"]
@@ -187,8 +196,10 @@ def test_unmapped_window_is_not_seen(
     gui: dict[str, Path], tmp_path: Path,
 ) -> None:  # fmt: skip
     """A window in the X tree that is never mapped (GTK's leader) is not a window seen."""
-    result = run_app(profile(layout, gui, "nomap", timeout=8), evidence_root=tmp_path,
-                     echo=False)  # fmt: skip
+    result = run_app(
+        profile(layout, gui, "nomap", timeout=8),
+        RunOptions(evidence_root=tmp_path, echo=False),
+    )  # fmt: skip
     log = (result.evidence_dir / "run.log").read_text()
     assert "window created, not mapped" in log
     assert result.outcome == "FAIL" and "timed out" in result.reason
@@ -201,8 +212,10 @@ def test_app_exiting_without_a_window(
     privileged: None, xvfb: dict[str, str], layout: dict[str, object],  # noqa: F811
     gui: dict[str, Path], tmp_path: Path,
 ) -> None:  # fmt: skip
-    result = run_app(profile(layout, gui, "nomap", "exit", timeout=20), evidence_root=tmp_path,
-                     echo=False)  # fmt: skip
+    result = run_app(
+        profile(layout, gui, "nomap", "exit", timeout=20),
+        RunOptions(evidence_root=tmp_path, echo=False),
+    )  # fmt: skip
     assert result.outcome == "PASS"  # it exited 0: no timeout, no screenshot
     seen = report(result)["display"]
     assert isinstance(seen, dict) and seen["windows"] == [] and seen["screenshot"] is None

@@ -14,6 +14,7 @@ from fexstack import jsonio
 from overlays.stack import Base
 from runner import hostinfo
 from runner.launch import AppcheckResult, run_app
+from runner.options import RunOptions
 from runner.profile import GPU_ABSENT_REASON, Profile, build_profile
 from tests.test_capture import processes_with
 from tests.test_muvm import FAKE_MUVM, launches, make_erofs, use_fake_muvm, write_manifest
@@ -54,8 +55,10 @@ def report_of(evidence_dir: Path) -> dict:
 
 
 def test_pass_with_exact_argv(muvm_profile: Profile, tmp_path: Path) -> None:
-    result = run_app(muvm_profile, command=["/bin/true"], evidence_root=tmp_path / "ev",
-                     echo=False)  # fmt: skip
+    result = run_app(
+        muvm_profile,
+        RunOptions(command=["/bin/true"], evidence_root=tmp_path / "ev", echo=False),
+    )  # fmt: skip
     assert result.outcome == "PASS", result.reason
     report = report_of(result.evidence_dir)
     assert report["exit_status"] == 0 and report["guest_status_code"] == 0
@@ -72,9 +75,11 @@ def test_pass_with_exact_argv(muvm_profile: Profile, tmp_path: Path) -> None:
 def test_fail_for_a_failing_guest_command(muvm_profile: Profile, tmp_path: Path) -> None:
     result = run_app(
         muvm_profile,
-        command=["/bin/sh", "-c", "echo about-to-fail; exit 42"],
-        out_dir=tmp_path / "out",
-        echo=False,
+        RunOptions(
+            command=["/bin/sh", "-c", "echo about-to-fail; exit 42"],
+            out_dir=tmp_path / "out",
+            echo=False,
+        ),
     )
     assert result.evidence_dir == tmp_path / "out"
     assert result.outcome == "FAIL"
@@ -93,10 +98,12 @@ def test_timeout_kills_the_guest_and_still_reports(
     start = time.monotonic()
     result = run_app(
         muvm_profile,
-        command=["/bin/sleep", marker],
-        timeout_seconds=1,
-        evidence_root=tmp_path / "ev",
-        echo=False,
+        RunOptions(
+            command=["/bin/sleep", marker],
+            timeout_seconds=1,
+            evidence_root=tmp_path / "ev",
+            echo=False,
+        ),
     )
     assert time.monotonic() - start < 20
     report = report_of(result.evidence_dir)
@@ -118,10 +125,12 @@ def test_running_vm_is_refused_with_a_hint(muvm_profile: Profile, tmp_path: Path
     try:
         result = run_app(
             muvm_profile,
-            command=["/bin/touch", str(marker)],
-            private_runtime=False,
-            evidence_root=tmp_path / "ev",
-            echo=False,
+            RunOptions(
+                command=["/bin/touch", str(marker)],
+                private_runtime=False,
+                evidence_root=tmp_path / "ev",
+                echo=False,
+            ),
         )
     finally:
         lock.close()
@@ -145,9 +154,11 @@ def test_running_vm_gets_its_own_runtime_dir(muvm_profile: Profile, tmp_path: Pa
         assert not marker.exists()
         result = run_app(
             muvm_profile,
-            command=["/bin/touch", str(marker)],
-            evidence_root=tmp_path / "ev",
-            echo=False,
+            RunOptions(
+                command=["/bin/touch", str(marker)],
+                evidence_root=tmp_path / "ev",
+                echo=False,
+            ),
         )
     finally:
         lock.close()
@@ -162,7 +173,10 @@ def test_running_vm_gets_its_own_runtime_dir(muvm_profile: Profile, tmp_path: Pa
 
 def test_missing_image_is_infra_with_evidence(muvm_profile: Profile, tmp_path: Path) -> None:
     profile = replace(muvm_profile, compat=tmp_path / "images" / "missing-compat.erofs")
-    result = run_app(profile, command=["/bin/true"], evidence_root=tmp_path / "ev", echo=False)
+    result = run_app(
+        profile,
+        RunOptions(command=["/bin/true"], evidence_root=tmp_path / "ev", echo=False),
+    )
     assert result.outcome == "INFRA"
     report = report_of(result.evidence_dir)
     assert report["stage"] == "preflight"
@@ -180,7 +194,10 @@ def test_16k_block_image_is_infra(muvm_profile: Profile, tmp_path: Path) -> None
     data[1024 + 12] = 14  # blkszbits: 16K blocks, as mkfs.erofs makes on a 16K-page host
     bad.write_bytes(bytes(data))
     profile = replace(muvm_profile, gpu=(bad,))
-    result = run_app(profile, command=["/bin/true"], evidence_root=tmp_path / "ev", echo=False)
+    result = run_app(
+        profile,
+        RunOptions(command=["/bin/true"], evidence_root=tmp_path / "ev", echo=False),
+    )
     assert result.outcome == "INFRA"
     report = report_of(result.evidence_dir)
     failed = [c for c in report["preflight"] if c["status"] == "fail"]
@@ -202,8 +219,10 @@ def test_deps_changed_after_preflight_is_caught(
 
     original = launch._recheck_deps
     monkeypatch.setattr(launch, "_recheck_deps", tamper)
-    result = run_app(muvm_profile, command=["/bin/true"], evidence_root=tmp_path / "ev",
-                     echo=False)  # fmt: skip
+    result = run_app(
+        muvm_profile,
+        RunOptions(command=["/bin/true"], evidence_root=tmp_path / "ev", echo=False),
+    )  # fmt: skip
     assert result.outcome == "INFRA"
     report = report_of(result.evidence_dir)
     assert report["stage"] == "hashcheck" and "manifest records" in report["reason"]
@@ -227,12 +246,17 @@ def test_blocking_appcheck_stops_unless_forced(
         seen.append(path)
         return AppcheckResult(True, "libfoo.so.1 is not found", ("usr/bin/x: libfoo.so.1",))
 
-    stopped = run_app(profile, appcheck=appcheck, evidence_root=tmp_path / "ev", echo=False)
+    stopped = run_app(
+        profile,
+        RunOptions(appcheck=appcheck, evidence_root=tmp_path / "ev", echo=False),
+    )
     assert stopped.outcome == "INFRA" and "appcheck" in stopped.reason
     report = report_of(stopped.evidence_dir)
     assert report["appcheck"]["blocking"] and not report["appcheck"]["forced"]
-    forced = run_app(profile, appcheck=appcheck, force=True, evidence_root=tmp_path / "ev",
-                     echo=False)  # fmt: skip
+    forced = run_app(
+        profile,
+        RunOptions(appcheck=appcheck, force=True, evidence_root=tmp_path / "ev", echo=False),
+    )  # fmt: skip
     assert forced.outcome == "PASS", forced.reason
     report = report_of(forced.evidence_dir)
     assert report["appcheck"]["forced"] is True
@@ -245,8 +269,10 @@ def test_blocking_appcheck_stops_unless_forced(
 def test_announces_where_the_evidence_went(
     muvm_profile: Profile, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    result = run_app(muvm_profile, command=["/bin/true"], evidence_root=tmp_path / "ev",
-                     echo=False)  # fmt: skip
+    result = run_app(
+        muvm_profile,
+        RunOptions(command=["/bin/true"], evidence_root=tmp_path / "ev", echo=False),
+    )  # fmt: skip
     out = capsys.readouterr().out
     assert f"evidence: {result.evidence_dir}" in out
     assert json.loads((result.evidence_dir / "run.report.json").read_text())["outcome"] == "PASS"
@@ -280,7 +306,10 @@ def test_absent_gpu_overlay_is_skipped_and_recorded(
         backend="muvm",
     )
     assert profile.gpu == () and profile.gpu_absent == (mesa,)
-    result = run_app(profile, command=["/bin/true"], evidence_root=tmp_path / "ev", echo=False)
+    result = run_app(
+        profile,
+        RunOptions(command=["/bin/true"], evidence_root=tmp_path / "ev", echo=False),
+    )
     assert result.outcome == "PASS", result.reason
     report = report_of(result.evidence_dir)
     argv = launches(tmp_path / "argv.log")[0]
@@ -311,7 +340,10 @@ def test_broken_gpu_overlay_of_the_base_still_fails_preflight(
         backend="muvm",
     )
     assert profile.gpu == (mesa,) and profile.gpu_absent == ()
-    result = run_app(profile, command=["/bin/true"], evidence_root=tmp_path / "ev", echo=False)
+    result = run_app(
+        profile,
+        RunOptions(command=["/bin/true"], evidence_root=tmp_path / "ev", echo=False),
+    )
     assert result.outcome == "INFRA"
     report = report_of(result.evidence_dir)
     failed = [c["name"] for c in report["preflight"] if c["status"] == "fail"]

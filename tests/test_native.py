@@ -12,6 +12,7 @@ import pytest
 from fexstack import jsonio
 from runner import native
 from runner.launch import run_app
+from runner.options import RunOptions
 from runner.profile import Profile, build_profile
 from tests.test_muvm import write_manifest
 
@@ -92,8 +93,15 @@ def test_program_loads_through_overlayfs_and_chroot(
     privileged: None, layout: dict[str, object], tmp_path: Path
 ) -> None:
     profile = profile_for(layout, [layout["one"]])
-    result = run_app(profile, command=[str(layout["app"])], binds=app_dir(layout),
-                     evidence_root=tmp_path, echo=False)  # fmt: skip
+    result = run_app(
+        profile,
+        RunOptions(
+            command=[str(layout["app"])],
+            binds=app_dir(layout),
+            evidence_root=tmp_path,
+            echo=False,
+        ),
+    )  # fmt: skip
     log = (result.evidence_dir / "run.log").read_text()
     assert result.outcome == "PASS", log
     assert "hello from libfoo one" in log
@@ -108,8 +116,15 @@ def test_missing_deps_layer_fails_with_the_loader_error(
     privileged: None, layout: dict[str, object], tmp_path: Path
 ) -> None:
     profile = profile_for(layout, [])
-    result = run_app(profile, command=[str(layout["app"])], binds=app_dir(layout),
-                     evidence_root=tmp_path, echo=False)  # fmt: skip
+    result = run_app(
+        profile,
+        RunOptions(
+            command=[str(layout["app"])],
+            binds=app_dir(layout),
+            evidence_root=tmp_path,
+            echo=False,
+        ),
+    )  # fmt: skip
     log = (result.evidence_dir / "run.log").read_text()
     assert result.outcome == "FAIL", log
     assert "error while loading shared libraries: libfoo.so.1" in log
@@ -121,14 +136,26 @@ def test_missing_deps_layer_fails_with_the_loader_error(
 def test_the_last_layer_wins(
     privileged: None, layout: dict[str, object], tmp_path: Path
 ) -> None:
-    first = run_app(profile_for(layout, [layout["one"], layout["two"]]),
-                    command=[str(layout["app"])], binds=app_dir(layout),
-                    evidence_root=tmp_path, echo=False)  # fmt: skip
+    first = run_app(
+        profile_for(layout, [layout["one"], layout["two"]]),
+        RunOptions(
+            command=[str(layout["app"])],
+            binds=app_dir(layout),
+            evidence_root=tmp_path,
+            echo=False,
+        ),
+    )  # fmt: skip
     text = (first.evidence_dir / "run.log").read_text()
     assert "hello from libfoo two" in text and "hello from libfoo one" not in text
-    second = run_app(profile_for(layout, [layout["two"], layout["one"]]),
-                     command=[str(layout["app"])], binds=app_dir(layout),
-                    evidence_root=tmp_path, echo=False)  # fmt: skip
+    second = run_app(
+        profile_for(layout, [layout["two"], layout["one"]]),
+        RunOptions(
+            command=[str(layout["app"])],
+            binds=app_dir(layout),
+            evidence_root=tmp_path,
+            echo=False,
+        ),
+    )  # fmt: skip
     text = (second.evidence_dir / "run.log").read_text()
     assert "hello from libfoo one" in text and "hello from libfoo two" not in text
 
@@ -180,7 +207,7 @@ def test_appimage_end_to_end(
         "foo", appimage=appimage, base=layout["base"], gpu=[],  # type: ignore[arg-type]
         deps=[layout["one"]], env=PROFILE_ENV, backend="native",  # type: ignore[list-item]
     )  # fmt: skip
-    result = run_app(profile, evidence_root=tmp_path / "ev", echo=False)
+    result = run_app(profile, RunOptions(evidence_root=tmp_path / "ev", echo=False))
     log = (result.evidence_dir / "run.log").read_text()
     assert result.outcome == "PASS", log
     assert "hello from libfoo one" in log

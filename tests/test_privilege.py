@@ -21,6 +21,7 @@ import pytest
 
 from fexstack import jsonio
 from runner.launch import RunResult, run_app
+from runner.options import RunOptions
 from runner.profile import Profile, build_profile
 from tests.test_native import PROFILE_ENV, gcc, layout  # noqa: F401  (the fixture)
 
@@ -102,8 +103,10 @@ def test_sudo_user_without_capabilities(
     monkeypatch.setenv("SUDO_UID", "4242")
     monkeypatch.setenv("SUDO_GID", "4343")
     before = set(Path("/tmp").glob("fexstack-user-*"))  # other runs on the machine may have some
-    result = run_app(profile(layout, appimage, shared_root_file), evidence_root=tmp_path,
-                     echo=False)  # fmt: skip
+    result = run_app(
+        profile(layout, appimage, shared_root_file),
+        RunOptions(evidence_root=tmp_path, echo=False),
+    )  # fmt: skip
     seen = facts(result)
     assert seen["id-u"] == "4242" and seen["id-G"] == "4343"
     assert_unprivileged(seen)
@@ -123,8 +126,10 @@ def test_nobody_without_an_invoking_user(
     privileged: None, layout: dict[str, object], appimage: Path,  # noqa: F811
     shared_root_file: Path, tmp_path: Path, no_sudo: None,
 ) -> None:  # fmt: skip
-    result = run_app(profile(layout, appimage, shared_root_file), evidence_root=tmp_path,
-                     echo=False)  # fmt: skip
+    result = run_app(
+        profile(layout, appimage, shared_root_file),
+        RunOptions(evidence_root=tmp_path, echo=False),
+    )  # fmt: skip
     seen = facts(result)
     assert seen["id-u"] == "65534" and seen["id-G"] == "65534"
     assert_unprivileged(seen)
@@ -138,7 +143,10 @@ def test_owner_of_the_output_folder(
     out = tmp_path / "out"
     out.mkdir()
     os.chown(out, 5151, 5252)
-    result = run_app(profile(layout, appimage, shared_root_file), out_dir=out, echo=False)
+    result = run_app(
+        profile(layout, appimage, shared_root_file),
+        RunOptions(out_dir=out, echo=False),
+    )
     seen = facts(result)
     assert seen["id-u"] == "5151" and seen["id-G"] == "5252"
     assert_unprivileged(seen)
@@ -149,8 +157,10 @@ def test_privileged_runs_as_root_with_a_warning(
     shared_root_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:  # fmt: skip
     monkeypatch.setenv("SUDO_UID", "4242")
-    result = run_app(profile(layout, appimage, shared_root_file), evidence_root=tmp_path,
-                     echo=False, privileged=True)  # fmt: skip
+    result = run_app(
+        profile(layout, appimage, shared_root_file),
+        RunOptions(evidence_root=tmp_path, echo=False, privileged=True),
+    )  # fmt: skip
     seen = facts(result)
     assert seen["id-u"] == "0" and seen["CapEff"] != ZERO_CAPS
     assert seen["write-drop_caches"] == "yes" and seen["write-shared-root-file"] == "yes"
@@ -177,7 +187,7 @@ def test_bwrap_from_the_host_fallback_runs_unprivileged(
     with_host = dataclasses.replace(
         base, gpu=(image,), host_provides=("/usr/bin/bwrap", HOST_LIBS)
     )
-    result = run_app(with_host, evidence_root=tmp_path, echo=False)
+    result = run_app(with_host, RunOptions(evidence_root=tmp_path, echo=False))
     seen = facts(result)
     assert seen["root-fs"] == "overlay"  # the root is a mount point, entered by pivot_root
     assert "fexstack-native: pivot_root " in (result.evidence_dir / "run.log").read_text()
@@ -190,7 +200,7 @@ def test_bwrap_from_the_host_fallback_runs_unprivileged(
     assert libs["mode"] == "merged" and libs["files"] > 10
     assert f"{HOST_LIBS}/fexstack-layer-only.txt" not in libs["listed"]
     # without the declaration the host's bwrap is not there (the default: no fallback)
-    plain = run_app(base, evidence_root=tmp_path, echo=False)
+    plain = run_app(base, RunOptions(evidence_root=tmp_path, echo=False))
     assert facts(plain)["bwrap"] == "absent"
     assert report(plain)["host_fallback"] is None
 
@@ -202,7 +212,7 @@ def test_declared_host_path_missing_is_infra(
     missing = dataclasses.replace(
         profile(layout, appimage, shared_root_file), host_provides=("/usr/bin/no-such-tool",)
     )
-    result = run_app(missing, evidence_root=tmp_path, echo=False)
+    result = run_app(missing, RunOptions(evidence_root=tmp_path, echo=False))
     assert result.outcome == "INFRA"
     assert result.reason.startswith("preflight: host:/usr/bin/no-such-tool")
     # the namespace side refuses it too, should a path vanish after preflight

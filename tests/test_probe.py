@@ -16,6 +16,7 @@ import pytest
 
 from fexstack import jsonio
 from runner import hostinfo, probe
+from runner.options import RunOptions
 from runner.profile import Profile, build_profile
 from tests.test_muvm import FAKE_MUVM, launches, make_erofs, use_fake_muvm, write_manifest
 
@@ -142,8 +143,12 @@ def test_display_probe_with_fake_muvm(
     monkeypatch.setenv("DISPLAY", ":0")
     monkeypatch.setenv("WAYLAND_DISPLAY", "wayland-0")
     monkeypatch.setenv("XDG_SESSION_TYPE", "wayland")
-    result = probe.run_probe("display", muvm_profile, context="test",
-                             evidence_root=tmp_path / "ev", echo=False)  # fmt: skip
+    result = probe.run_probe(
+        "display",
+        muvm_profile,
+        RunOptions(evidence_root=tmp_path / "ev", echo=False),
+        context="test",
+    )  # fmt: skip
     doc = check_probe(result)
     assert result.run.outcome == "PASS", result.run.reason
     assert result.run.evidence_dir.parent == tmp_path / "ev" / "probe-display"
@@ -169,8 +174,11 @@ def test_gpu_probe_with_fake_muvm_records_absent_tools(
     glxinfo.chmod(0o755)
     monkeypatch.setenv("PATH", f"{tools}:/usr/bin:/bin:{os.environ['PATH']}")
     present = {t.name: shutil.which(t.name) for t in probe.GPU_TOOLS}
-    result = probe.run_probe("gpu", muvm_profile, gpu_mode="software",
-                             evidence_root=tmp_path / "ev", echo=False)  # fmt: skip
+    result = probe.run_probe(
+        "gpu",
+        muvm_profile,
+        RunOptions(gpu_mode="software", evidence_root=tmp_path / "ev", echo=False),
+    )  # fmt: skip
     doc = check_probe(result)
     assert result.run.outcome == "PASS", result.run.reason
     assert doc["gpu_mode"] == "software"
@@ -198,7 +206,7 @@ def test_probe_that_never_starts_is_infra_with_evidence(
     from dataclasses import replace
 
     broken = replace(muvm_profile, base=tmp_path / "images" / "missing.erofs")
-    result = probe.run_probe("gpu", broken, evidence_root=tmp_path / "ev", echo=False)
+    result = probe.run_probe("gpu", broken, RunOptions(evidence_root=tmp_path / "ev", echo=False))
     doc = check_probe(result)
     assert doc["outcome"] == "INFRA" and doc["guest"] is None and "missing.erofs" in doc["reason"]
     assert launches(tmp_path / "argv.log") == []
@@ -213,7 +221,11 @@ def test_display_probe_native(
     monkeypatch.setenv("DISPLAY", ":7")
     monkeypatch.setenv("WAYLAND_DISPLAY", "wayland-1")
     profile = native_profile(tmp_path)
-    result = probe.run_probe("display", profile, evidence_root=tmp_path / "ev", echo=False)
+    result = probe.run_probe(
+        "display",
+        profile,
+        RunOptions(evidence_root=tmp_path / "ev", echo=False),
+    )
     doc = check_probe(result)
     assert result.run.outcome == "PASS", (result.run.evidence_dir / "run.log").read_text()
     assert doc["backend"] == "native"
@@ -226,8 +238,11 @@ def test_display_probe_native(
 
 
 def test_gpu_probe_native_records_every_tool_absent(privileged: None, tmp_path: Path) -> None:
-    result = probe.run_probe("gpu", native_profile(tmp_path), gpu_mode="venus",
-                             evidence_root=tmp_path / "ev", echo=False)  # fmt: skip
+    result = probe.run_probe(
+        "gpu",
+        native_profile(tmp_path),
+        RunOptions(gpu_mode="venus", evidence_root=tmp_path / "ev", echo=False),
+    )  # fmt: skip
     doc = check_probe(result)
     assert result.run.outcome == "PASS", (result.run.evidence_dir / "run.log").read_text()
     # the base holds bash and glibc only: every tool is absent, and said so

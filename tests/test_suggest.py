@@ -30,6 +30,7 @@ from overlays.stack import Stack, load_stack
 from runner import muvm as muvm_cli
 from runner import suggest, trace
 from runner.launch import run_app
+from runner.options import RunOptions
 from tests.realworld import apps
 from tests.realworld import corpus as rw
 from tests.realworld.corpus import Corpus
@@ -147,8 +148,10 @@ def test_trace_variables_reach_muvm_as_env_options(
         "-e", "LD_DEBUG=libs,files", "--", sys.executable, *DLOPEN_ABSENT,
     ]  # fmt: skip
     # the fake muvm runs the guest command with those variables: the loader traces
-    result = run_app(traced, command=[sys.executable, *DLOPEN_ABSENT],
-                     out_dir=tmp_path / "ev", echo=False)  # fmt: skip
+    result = run_app(
+        traced,
+        RunOptions(command=[sys.executable, *DLOPEN_ABSENT], out_dir=tmp_path / "ev", echo=False),
+    )  # fmt: skip
     report = jsonio.read(result.evidence_dir / "run.report.json")
     assert report["command"] == argv
     log = (result.evidence_dir / "run.log").read_text()
