@@ -18,7 +18,7 @@ from typing import Any, TextIO
 
 from doit.exceptions import TaskFailed
 
-from fexstack import atomic
+from fexstack import atomic, buildlock
 from fexstack.errors import FexstackError, format_error
 from overlays.project import Project
 
@@ -84,6 +84,7 @@ class Step:
     doit's parallel workers (``doit -n N``) get their tasks pickled unless they are
     forked: an action is this object and plain arguments (a Project, names), never a
     closure. Its signature is the function's, so doit passes the task's params by name.
+    Called with its project, it holds the project's build lock (fexstack/buildlock.py).
     """
 
     def __init__(self, ref: str) -> None:
@@ -99,7 +100,13 @@ class Step:
         return inspect.signature(self.target())
 
     def __call__(self, *args: Any, **kwargs: Any) -> TaskFailed | None:
-        result: TaskFailed | None = action(self.target())(*args, **kwargs)
+        if not (args and isinstance(args[0], Project)):
+            result: TaskFailed | None = action(self.target())(*args, **kwargs)
+            return result
+        # a step changes its project only under the build lock: this process's, that of
+        # the doit whose -n N worker this is, or else taken for the step
+        with buildlock.hold(args[0].build_dir):
+            result = action(self.target())(*args, **kwargs)
         return result
 
     def __repr__(self) -> str:

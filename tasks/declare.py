@@ -15,7 +15,7 @@ import os
 import sys
 import time
 import urllib.parse
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,7 @@ from typing import Any
 import jsonschema
 from doit.reporter import ConsoleReporter
 
-from fexstack import atomic, jsonio
+from fexstack import atomic, buildlock, jsonio
 from fexstack.errors import ConfigError, FexstackError, RunError
 from overlays import pipeline
 from overlays.project import Project
@@ -523,6 +523,11 @@ class EvidenceReporter(ConsoleReporter):  # type: ignore[misc]
     The project is the first argument of the run task's action."""
 
     def initialize(self, tasks: dict[str, Any], selected_tasks: list[str]) -> None:
+        # doit calls this before it reads any task's state: a doit that loaded dodo.py
+        # (not tasks/loader.py, which took it already) takes the build lock here
+        project = _project_of(tasks.values())
+        if project is not None:
+            buildlock.acquire(project.build_dir)
         super().initialize(tasks, selected_tasks)
         self.fexstack_started = time.time()
         self.fexstack_tasks = tasks
@@ -545,6 +550,16 @@ class EvidenceReporter(ConsoleReporter):  # type: ignore[misc]
                 _build_failed_evidence(project, stacks(project).get(name), name, task,
                                        self.fexstack_failed, self.fexstack_started)
         super().complete_run()
+
+
+def _project_of(tasks: Iterable[Any]) -> Project | None:
+    """The project of the first task whose action is called with one (Step actions are)."""
+    for task in tasks:
+        for act in task.actions or ():
+            args = getattr(act, "args", None)
+            if args and isinstance(args[0], Project):
+                return args[0]
+    return None
 
 
 def _build_failed_evidence(
