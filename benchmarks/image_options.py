@@ -13,14 +13,16 @@ Each figure is the median of ``--runs`` runs, in seconds, all in one run of this
 - ``mkfs_from_tar``: ``mkfs.erofs --tar=f`` reading a tar of the tree from stdin (the tar
   made beforehand, untimed: what building from the per-RPM cache's streams would cost);
 - ``scan_tree``: listing and hashing the staged tree (:func:`overlays.treescan.scan`);
+- ``scan_tree_known``: listing it with the stage step's digests (nothing read: mtimes are 0);
 - ``readback_extract``: ``fsck.erofs --extract`` into a tmpfs, then listing and hashing the
   copy (the read-back before this change);
 - ``readback_mount``: the image mounted in a private namespace and listed and hashed
   through the kernel (:mod:`overlays.imagemount`);
 - ``fsck_only``: ``fsck.erofs`` without extracting (decodes every file, hashes nothing);
 - ``image_sha256``: the sha256 of the image file;
-- ``build_image``: the whole step as the pipeline runs it (mkfs, scan while mkfs runs,
-  read-back, image sha256), with each read-back method.
+- ``build_image``: the whole step (mkfs, scan while mkfs runs, read-back, image sha256),
+  with each read-back method and the tree hashed; ``build_image_mount_known``: as the
+  pipeline runs it, with the kernel read-back and the stage step's digests.
 """
 
 from __future__ import annotations
@@ -101,6 +103,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         tar.unlink()
         command.run([MKFS, *flags, image, tree], env=env)
         found["scan_tree"] = timed(lambda: treescan.scan(tree), args.runs)
+        # What the stage step knows of the tree: each file's (sha256, size). The staged
+        # tree's mtimes are 0, so the scan takes these instead of reading the files.
+        known = {
+            path: (entry.sha256, entry.size)
+            for path, entry in treescan.scan(tree).entries.items()
+            if entry.sha256 is not None
+        }
+        found["scan_tree_known"] = timed(lambda: treescan.scan(tree, known=known), args.runs)
         found["readback_extract"] = timed(
             lambda: readback.list_image(image, method="extract", room=(1 << 30, 200_000)), args.runs
         )
@@ -112,6 +122,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             found[f"build_image_{method}"] = timed(
                 lambda: build_image(tree, work / "built.erofs", uuid_seed=SEED), args.runs
             )
+        found["build_image_mount_known"] = timed(
+            lambda: build_image(tree, work / "built.erofs", uuid_seed=SEED, known=known), args.runs
+        )
         os.environ.pop(readback.METHOD_ENV, None)
     finally:
         command.run(["rm", "-rf", work])

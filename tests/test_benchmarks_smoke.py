@@ -4,9 +4,10 @@ small scale, once each. Nothing here looks at how long anything took."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
-from benchmarks import build_bench, scale
+from benchmarks import build_bench, image_options, scale
 
 
 def test_plan_is_deterministic_and_a_dag() -> None:
@@ -102,3 +103,25 @@ def test_small_benchmark_runs(tmp_path: Path, privileged: None) -> None:
     assert doc["settle_seconds"] == 0
     assert Path(doc["profiles"]["cold"]).is_file()
     print(build_bench.render(doc))
+
+
+def test_image_options_runs(tmp_path: Path, privileged: None) -> None:
+    tree = tmp_path / "tree"
+    for i in range(40):
+        path = tree / f"usr/share/t/{i % 4}/f{i}"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(f"file {i}\n".encode() * (i + 1))
+    for path in [tree, *tree.rglob("*")]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
+        os.utime(path, ns=(0, 0))  # a staged tree's mtimes are 0
+    out = tmp_path / "options.json"
+    assert image_options.main([str(tree), "--runs", "1", "--scratch", str(tmp_path),
+                               "--out", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    assert doc["files"] == 40
+    figures = doc["figures"]
+    assert {"mkfs_workers_2", "scan_tree", "scan_tree_known", "readback_mount",
+            "build_image_mount", "build_image_mount_known"} <= set(figures)
+    assert all(len(f["runs"]) == 1 for f in figures.values())
+    assert doc["ratios_to_mkfs_workers_2"]["mkfs_workers_2"] == 1.0
+    assert not list(tmp_path.glob("fexstack-image-options.*"))  # its scratch folder is gone
