@@ -31,8 +31,9 @@ the output (checked with 1, 2 and 8 workers on erofs-utils 1.9.4).
 
 The image is written under a temp name beside ``out``, checked (superblock, then a full
 read-back compared with the tree: see :mod:`overlays.readback`) and only then renamed onto
-``out``. The tree is hashed while mkfs.erofs runs, and the image's sha256 is taken while
-it is read back.
+``out``. Files whose digests the stage step gives are not read from the tree (the image's
+bytes are compared with those digests), others are hashed while mkfs.erofs runs; the
+image's sha256 is taken while it is read back.
 """
 
 from __future__ import annotations
@@ -174,19 +175,22 @@ def build_image(
     version = erofs_utils_version()
     with atomic.temp_path(out) as tmp:
         argv = [MKFS, *flags, os.fspath(tmp), os.fspath(tree)]
-        # The tree is listed and hashed while mkfs.erofs (another process) reads it; the
-        # read-back re-scans it afterwards and re-hashes only what changed meanwhile.
+        # Without the stage step's digests the tree is listed and hashed while mkfs.erofs
+        # (another process) reads it, and the read-back re-scans it afterwards, re-hashing
+        # only what changed meanwhile. With them nothing is hashed: the one scan, after
+        # mkfs.erofs, runs beside the read-back and leaves mkfs.erofs both cores.
         with ThreadPoolExecutor(1, thread_name_prefix="fexstack-scan") as pool:
-            scanning = pool.submit(treescan.scan, tree, known=known)
+            scanning = pool.submit(treescan.scan, tree) if known is None else None
             try:
                 command.run(argv, env=MKFS_ENV, timeout=timeout)
             except FexstackError as exc:
-                scanning.cancel()
+                if scanning is not None:
+                    scanning.cancel()
                 raise ImageError(
                     f"{out}: mkfs.erofs failed: {exc.message}",
                     "check free space beside the output and that the staging tree is readable",
                 ) from exc
-            staged = scanning.result()
+            staged = scanning.result() if scanning is not None else None
         sb = validator.read_superblock(tmp)
         if before_readback is not None:
             before_readback(tmp)

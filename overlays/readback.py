@@ -80,6 +80,14 @@ def _room_needed(entries: Mapping[str, Entry]) -> tuple[int, int]:
     return pages * PAGE, len(entries)
 
 
+def _room_known(known: Mapping[str, tuple[str, int]]) -> tuple[int, int]:
+    """:func:`_room_needed` from the files' (sha256, size) alone: folders and symlinks
+    are guessed at one more page and inode for every four files."""
+    pages = sum(-(-size // PAGE) for _, size in known.values())
+    extra = len(known) // 4 + 1
+    return (pages + extra) * PAGE, len(known) + extra
+
+
 def _tmpfs_with_room(need_bytes: int, need_inodes: int) -> Path | None:
     """The first RAM-backed folder (``$XDG_RUNTIME_DIR``, :data:`TMPFS_DIRS`) with room.
 
@@ -254,8 +262,9 @@ def verify_image(
 
     ``expected`` is ``tree``'s listing when the caller already has it. ``staged`` is an
     earlier :func:`scan` of ``tree`` (taken while mkfs.erofs ran): ``tree`` is then scanned
-    again while the image is extracted, re-hashing only files whose lstat facts changed,
-    so the comparison is with the tree as it is now. ``name`` is the path to name in
+    again while the image is read back, re-hashing only files whose lstat facts changed,
+    so the comparison is with the tree as it is now; so is a tree given with ``known``
+    alone, scanned once beside the read-back. ``name`` is the path to name in
     errors (the final path when ``image`` is still a temp file). ``known`` is passed to
     the re-scan (see :func:`~overlays.treescan.scan`). Raises
     :class:`ImageError` naming the first differences.
@@ -263,10 +272,13 @@ def verify_image(
     if expected is not None:
         want = dict(expected)
         got = list_image(image, room=_room_needed(want))
-    elif staged is not None:
+    elif staged is not None or known is not None:
+        # The tree is scanned beside the read-back, hashing only what neither ``staged``
+        # nor ``known`` vouches for.
+        room = _room_needed(staged.entries) if staged is not None else _room_known(known or {})
         with ThreadPoolExecutor(1, thread_name_prefix="fexstack-rescan") as pool:
             again = pool.submit(scan, tree, previous=staged, jobs=1, known=known)
-            got = list_image(image, room=_room_needed(staged.entries))
+            got = list_image(image, room=room)
             want = again.result().entries
     else:
         want = scan(tree).entries

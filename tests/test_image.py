@@ -405,6 +405,19 @@ def test_image_is_compared_with_the_known_digests(tmp_path: Path) -> None:
     assert validator.validate_image(out).sha256 == info.sha256  # the good image stays
     # Without the stage step's digests the image is compared with the tree as it is.
     build_image(tree, tmp_path / "other.erofs", uuid_seed=SEED)
+    # With them, the tree is still listed after mkfs.erofs: what changed meanwhile shows.
+    known = meant_digests(tree)
+
+    def tamper(_tmp: Path) -> None:
+        (tree / "usr/share/doc/foo/late").write_bytes(b"appeared late\n")
+        (tree / "usr/libexec/foo/helper").chmod(0o700)
+
+    with pytest.raises(ImageError) as err:
+        build_image(tree, tmp_path / "third.erofs", uuid_seed=SEED, known=known,
+                    before_readback=tamper)
+    assert "/usr/share/doc/foo/late: in the tree, missing from the image" in err.value.message
+    assert "/usr/libexec/foo/helper: mode is 0755 in the image, 0700 in the tree" in (
+        err.value.message)
 
 
 def test_parallel_hashing_matches_one_thread(tmp_path: Path) -> None:
