@@ -88,6 +88,7 @@ class CheckContext:
             files = [(p, n) for p, n in self.overlay.nodes.items() if n.kind == "file"]
             known = {p: d for p, _ in files if (d := self.known_digest(p)) is not None}
             elf.preload(known.values())
+            elf.parse_many([(self.overlay.nodes[p].source, d) for p, d in known.items()])
             out: dict[str, ElfFacts] = {}
             for path, node in files:
                 facts = elf.facts(node.source, known.get(path), self.overlay.keys.get(path))

@@ -26,9 +26,11 @@ import hashlib
 import io
 import json
 import logging
+import multiprocessing
 import os
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -68,6 +70,9 @@ STORE = "elf-facts.sqlite"
 # pyelftools) are never handed back.
 FACTS_VERSION = 1
 _BATCH = 500  # digests per SELECT
+PARALLEL_MIN = 256  # files to parse before forked processes pay for themselves
+PARALLEL_CHUNK = 32  # files per task handed to a process
+PARALLEL_MAX = 4  # processes at most (and no more than the usable cores)
 _VERSION = f"{FACTS_VERSION}/pyelftools-{elftools.__version__}"
 
 _CACHE: dict[StatKey, ElfFacts | None] = {}
@@ -186,6 +191,43 @@ def preload(digests: Iterable[str]) -> None:
         log.warning("ELF facts cache %s unreadable (%s); parsing instead", store, exc)
     finally:
         db.close()
+
+
+def parse_many(files: Sequence[tuple[Path, str]]) -> None:
+    """Parse the files whose content digest is known but whose facts are not (neither in
+    this process nor in the store: call :func:`preload` first), in forked processes when
+    there are many (pyelftools is pure Python); the facts are remembered as
+    :func:`facts` would remember them, so its later calls read nothing."""
+    global PARSES
+    first: dict[str, str] = {}
+    for file, digest in files:
+        if digest not in _BY_SHA:
+            first.setdefault(digest, os.fspath(file))
+    items = sorted((name, digest) for digest, name in first.items())
+    processes = _processes(len(items))
+    if processes <= 1:
+        for name, digest in items:
+            _learn(digest, _parse(Path(name)))
+        return
+    chunks = [items[i:i + PARALLEL_CHUNK] for i in range(0, len(items), PARALLEL_CHUNK)]
+    context = multiprocessing.get_context("fork")
+    with ProcessPoolExecutor(max_workers=processes, mp_context=context) as pool:
+        for done in pool.map(_parse_chunk, chunks):
+            for sha256, result in done:
+                PARSES += result is not None  # as _parse_open counts: ELF files only
+                _learn(sha256, result)
+
+
+def _processes(jobs: int) -> int:
+    """How many parsing processes for ``jobs`` files: 1 means parsing here."""
+    if jobs < PARALLEL_MIN or multiprocessing.current_process().daemon:
+        return 1
+    return max(1, min(PARALLEL_MAX, len(os.sched_getaffinity(0))))
+
+
+def _parse_chunk(chunk: Sequence[tuple[str, str]]) -> list[tuple[str, ElfFacts | None]]:
+    """Runs in a forked process: the facts of each (path, sha256)."""
+    return [(sha256, _parse(Path(path))) for path, sha256 in chunk]
 
 
 def flush() -> None:

@@ -507,3 +507,40 @@ def test_compat_keeps_the_lib64_symlink_under_real_overlayfs(
     assert (kind, target) == ("symbolic link", "usr/lib64")
     # the compat link, reached through the base's /lib64 symlink, leads to the loader file
     assert (loader, loader_kind) == ("/opt/rtld/ld-linux-x86-64.so.2", "regular file")
+
+
+def test_many_elf_files_are_parsed_in_processes_with_the_same_facts(
+    factory: Factory, base: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past elf.PARALLEL_MIN files the check parses in forked processes: the same facts,
+    each ELF file counted once, and stored for the next run."""
+    monkeypatch.setenv("FEXSTACK_CACHE", str(tmp_path / "cache"))
+    tree = tmp_path / "t"
+    digests = {}
+    for i in range(12):
+        path = f"/usr/lib64/libmany{i}.so.1"
+        factory.elf(tree / path.lstrip("/"), Library(f"libmany{i}.so.1",
+                                                     needs=("libc.so.6",)))
+        (tree / f"usr/share/many/{i}.txt").parent.mkdir(parents=True, exist_ok=True)
+        (tree / f"usr/share/many/{i}.txt").write_text(f"not ELF {i}\n")
+    for disk in sorted(p for p in tree.rglob("*") if p.is_file()):
+        os.utime(disk, ns=(0, 0))
+        digests["/" + str(disk.relative_to(tree))] = (digest.sha256_file(disk), disk.stat().st_size)
+    elf.clear_cache()
+    serial = run(tree, base, digests=digests)
+    monkeypatch.setenv("FEXSTACK_CACHE", str(tmp_path / "cache2"))  # nothing stored there
+    monkeypatch.setattr(elf, "PARALLEL_MIN", 4)
+    monkeypatch.setattr(elf, "PARALLEL_CHUNK", 3)
+    elf.clear_cache()
+    forks: list[int] = []
+    real = elf._processes
+    monkeypatch.setattr(elf, "_processes", lambda jobs: forks.append(real(jobs)) or forks[-1])
+    before = elf.PARSES
+    parallel = run(tree, base, digests=digests)
+    assert parallel.elf == serial.elf and len(parallel.elf) == 12
+    assert forks and forks[0] == min(elf.PARALLEL_MAX, len(os.sched_getaffinity(0)))
+    assert elf.PARSES - before >= 12  # the overlay's 12 ELF files, counted here once each
+    elf.clear_cache()
+    before = elf.PARSES
+    assert run(tree, base, digests=digests).elf == serial.elf
+    assert elf.PARSES - before == 0  # the processes' facts were stored
