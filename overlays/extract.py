@@ -127,6 +127,22 @@ class ExtractedMeta:
 
     @classmethod
     def read(cls, path: Path) -> ExtractedMeta:
+        """The record at ``path``, validated. A published record never changes, and the
+        stage, check and image steps of one build each read every one: this process
+        reads and validates each file once, as long as its (device, inode, size, mtime,
+        ctime) stays the same (any write moves the ctime)."""
+        try:
+            st = os.stat(path)
+        except OSError:
+            return cls._parse(path)  # which says what is wrong with it
+        key = (os.fspath(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+        known = _READ.get(key)
+        if known is None:
+            known = _READ[key] = cls._parse(path)
+        return known
+
+    @classmethod
+    def _parse(cls, path: Path) -> ExtractedMeta:
         doc = jsonio.read_record(
             path,
             SCHEMA,
@@ -143,6 +159,9 @@ class ExtractedMeta:
             caps_dropped=doc["caps_dropped"],
             fifos=tuple(doc["fifos"]),
         )
+
+
+_READ: dict[tuple[str, int, int, int, int, int], ExtractedMeta] = {}  # see ExtractedMeta.read
 
 
 @dataclass(frozen=True)

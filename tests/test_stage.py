@@ -396,6 +396,31 @@ def test_extracted_meta_round_trips_and_a_malformed_one_is_extracted_again(
     assert extract.ExtractedMeta.read(written) == meta
 
 
+def test_extracted_meta_is_read_once_per_file_identity(build: Build, tmp_path: Path) -> None:
+    """The stage, check and image steps of one build each read every package's record: a
+    process reads and validates a file once while it stays the same file."""
+    rpm = build.factory.rpm(FOOTOOL)
+    done = extract.extract(rpm, build.entry(FOOTOOL).sha256, cache=build.cache,
+                           package="foo-tools")
+    copy = tmp_path / "meta.json"
+    done.meta.write(copy)
+    first = extract.ExtractedMeta.read(copy)
+    assert extract.ExtractedMeta.read(copy) is first  # not parsed again
+    doc = jsonio.read(copy)
+    doc["setuid"] = []
+    del doc["files"]["/usr/libexec/foo/helper"]["setuid"]
+    copy.write_text(jsonio.dumps(doc))  # rewritten: another ctime, read again
+    again = extract.ExtractedMeta.read(copy)
+    assert again is not first and again.setuid == ()
+    doc["files"]["/usr/libexec/foo/helper"]["mode"] = "bad"
+    copy.write_text(jsonio.dumps(doc))
+    with pytest.raises(StageError, match="extracted schema"):
+        extract.ExtractedMeta.read(copy)
+    copy.unlink()
+    with pytest.raises(StageError, match=str(copy)):
+        extract.ExtractedMeta.read(copy)
+
+
 def rpmbuild(tmp_path: Path, name: str, files: str, install: str, *, v6: bool = False) -> Path:
     """An RPM from a hand-written spec (for what the fixture factory does not express)."""
     top = tmp_path / f"rpmbuild-{name}-{'v6' if v6 else 'v4'}"
