@@ -62,11 +62,12 @@ def validate(obj: Any, schema_name: str) -> None:
     jsonschema.Draft202012Validator(schema(schema_name)).validate(obj)
 
 
-def write(path: Path, obj: Any, schema_name: str | None = None) -> None:
-    """Validate (when a schema is named) and write ``obj`` atomically as sorted JSON."""
+def write(path: Path, obj: Any, schema_name: str | None = None, *, durable: bool = True) -> None:
+    """Validate (when a schema is named) and write ``obj`` atomically as sorted JSON
+    (``durable``: see :func:`fexstack.atomic.write_bytes`)."""
     if schema_name is not None:
         validate(obj, schema_name)
-    atomic.write_text(path, dumps(obj))
+    atomic.write_text(path, dumps(obj), durable=durable)
 
 
 def read(path: Path) -> Any:

@@ -666,3 +666,19 @@ def test_restage_makes_the_tree_anew_when_it_cannot_be_updated(
     assert (build.staging() / "usr/share/one/data").read_bytes() == b"one\n"
     assert {k: v for k, v in snapshot(build.staging()).items() if "one" not in k} == first
     assert build.record()["kept"] == 0
+
+
+def test_extraction_writes_without_fsync_other_records_with_it(
+    build: Build, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An extraction is published by renaming its folder and audited whenever it is
+    reused: it costs no fsync. The records of the steps are fsync'd before their rename."""
+    synced: list[int] = []
+    real = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real(fd))[1])
+    rpm = build.factory.rpm(extra("nosync"))
+    done = extract.extract(rpm, build.entry(extra("nosync")).sha256, cache=build.cache,
+                           package="nosync")
+    assert done.fresh and synced == []
+    jsonio.write(tmp_path / "record.json", {"a": 1})
+    assert len(synced) == 1
