@@ -316,22 +316,27 @@ def test_readback_catches_a_damaged_file_in_the_image(tmp_path: Path) -> None:
     assert leftovers(tmp_path) == []
 
 
-def test_rescan_rehashes_only_changed_files(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.fixture
+def hashed(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The files treescan reads to hash them, in order."""
+    read: list[str] = []
+    real = treescan.hash_file
+
+    def counting(full: str, size: int) -> str:
+        read.append(full)
+        return real(full, size)
+
+    monkeypatch.setattr(treescan, "hash_file", counting)
+    return read
+
+
+def test_rescan_rehashes_only_changed_files(tmp_path: Path, hashed: list[str]) -> None:
     tree = make_tree(tmp_path / "t")
     set_times(tree, 1_000_000_000)
     # ctimes are "now": pretend the first scan began well after them.
     first = treescan.scan(tree)
     first = dataclasses.replace(first, started_ns=first.started_ns + 10 * treescan.RACY_NS)
-    hashed: list[str] = []
-    real = treescan.hash_file
-
-    def counting(full: str, size: int) -> str:
-        hashed.append(full)
-        return real(full, size)
-
-    monkeypatch.setattr(treescan, "hash_file", counting)
+    hashed.clear()
     again = treescan.scan(tree, previous=first)
     assert hashed == [] and again.entries == first.entries
     (tree / "etc/foo.conf").write_bytes(b"key = VALUE\n")
@@ -354,20 +359,11 @@ def meant_digests(tree: Path) -> dict[str, tuple[str, int]]:
     }
 
 
-def test_known_digests_are_not_read_again(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_known_digests_are_not_read_again(tmp_path: Path, hashed: list[str]) -> None:
     tree = make_tree(tmp_path / "t")
     known = meant_digests(tree)
     set_times(tree, 0)  # what the stage step leaves: every mtime 0
-    hashed: list[str] = []
-    real = treescan.hash_file
-
-    def counting(full: str, size: int) -> str:
-        hashed.append(full)
-        return real(full, size)
-
-    monkeypatch.setattr(treescan, "hash_file", counting)
+    hashed.clear()
     listing = treescan.scan(tree, known=known)
     assert hashed == []
     assert {p: (e.sha256, e.size) for p, e in listing.entries.items() if e.sha256} == known
