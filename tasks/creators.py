@@ -21,12 +21,12 @@ from typing import Any
 
 from doit.tools import config_changed
 
-from fexstack import atomic
 from overlays import pipeline
 from overlays.project import Project
 from tasks import demo
 from tasks import probes as probetasks
 from tasks.action import Step
+from tasks.clean import Clean
 from tasks.commands import RUN_PARAMS, SUGGEST_PARAMS
 from tasks.inputs import check_inputs, image_inputs, stage_inputs
 from tasks.layers import run_deps
@@ -62,6 +62,14 @@ def namespace(root: Path) -> dict[str, Any]:
         """An action: the step named ``"module:function"``, called with the project and args."""
         return (Step(step), [project, *args])
 
+    def _clean(step: str, *args: Any) -> tuple[Clean, list[Any]]:
+        """A clean action: the step, called with the project and args under the build lock."""
+        return (Clean(step), [project, *args])
+
+    def _clean_targets() -> list[tuple[Clean, list[Any]]]:
+        """Remove the task's targets, as doit's ``"clean": True`` (tasks/clean.py)."""
+        return [_clean("tasks.clean:remove_targets")]
+
     def _recipe(step: str, inputs: Any = None) -> Any:
         """Rerun ``step`` when its code (RECIPE) or the stack settings it reads change."""
         return config_changed(step_config(step, inputs))
@@ -93,7 +101,7 @@ def namespace(root: Path) -> dict[str, Any]:
         """Generate the embedded demo's repository, base and AppImage from demo/."""
         sources = sorted(str(p) for p in (project.root / "demo").rglob("*") if p.is_file())
         folder = demo.demo_dir(project)
-        common = {"file_dep": sources, "uptodate": [_recipe("demo")], "clean": True}
+        common = {"file_dep": sources, "uptodate": [_recipe("demo")], "clean": _clean_targets()}
         yield {
             "name": "repo",
             "doc": "build the demo's RPM repository from demo/ sources",
@@ -123,7 +131,7 @@ def namespace(root: Path) -> dict[str, Any]:
                 **_step("compat", base_id, info.file_deps, info.inputs),
                 "doc": f"compat overlay for base {base_id} (missing loader paths as symlinks)",
                 "targets": [str(pipeline.compat_record(project, base_id))],
-                "clean": True,
+                "clean": _clean_targets(),
             }
 
     def task_lock() -> Iterator[dict[str, Any]]:
@@ -145,7 +153,7 @@ def namespace(root: Path) -> dict[str, Any]:
                 "doc": f"download and verify {name}'s locked RPMs (sha256, signatures)",
                 "targets": [str(project.record(name, "fetch"))],
                 "uptodate": [*step["uptodate"], cached_rpms(project, name)],
-                "clean": True,
+                "clean": _clean_targets(),
             }
 
     def task_stage() -> Iterator[dict[str, Any]]:
@@ -160,7 +168,7 @@ def namespace(root: Path) -> dict[str, Any]:
                 "doc": f"extract {name}'s RPMs into build/{name}/staging",
                 "targets": [str(project.record(name, "stage")), str(project.owners(name))],
                 "uptodate": [*step["uptodate"], exists(project.staging(name))],
-                "clean": [(atomic.remove, [project.staging(name)])],
+                "clean": [_clean("tasks.clean:remove", project.staging(name))],
             }
 
     def task_check() -> Iterator[dict[str, Any]]:
@@ -173,7 +181,7 @@ def namespace(root: Path) -> dict[str, Any]:
                 "doc": f"check {name}'s staged tree (arch, ABI boundary, precedence, loader)",
                 "targets": [str(project.invariants(name))],
                 "uptodate": [*step["uptodate"], report_passed(project.invariants(name))],
-                "clean": True,
+                "clean": _clean_targets(),
             }
 
     def task_image() -> Iterator[dict[str, Any]]:
@@ -192,7 +200,7 @@ def namespace(root: Path) -> dict[str, Any]:
                 "doc": f"make build/overlays/{name}.erofs and its manifest",
                 "targets": [str(project.image(name)), str(project.manifest(name))],
                 "uptodate": [*step["uptodate"], exists(project.staging(name))],
-                "clean": True,
+                "clean": _clean_targets(),
             }
 
     def task_overlay() -> Iterator[dict[str, Any]]:
@@ -204,9 +212,8 @@ def namespace(root: Path) -> dict[str, Any]:
                 # No action: the image step says where the image and manifest are.
                 "actions": None,
                 "task_dep": [f"image:{name}", *info.compat_tasks],
-                "clean": [(atomic.remove, [project.step_dir(name)]),
-                          (atomic.remove, [project.image(name)]),
-                          (atomic.remove, [project.manifest(name)])],
+                "clean": [_clean("tasks.clean:remove", project.step_dir(name),
+                                 project.image(name), project.manifest(name))],
             }
 
     def task_why() -> Iterator[dict[str, Any]]:
@@ -282,8 +289,6 @@ def namespace(root: Path) -> dict[str, Any]:
 
     def task_pull() -> Iterator[dict[str, Any]]:
         """Fetch a published overlay and use it for runs (overlays/pull.py)."""
-        from overlays import pull
-
         for name in infos():
             yield {
                 "name": name,
@@ -292,7 +297,7 @@ def namespace(root: Path) -> dict[str, Any]:
                 "params": [{"name": "source", "long": "from", "default": "",
                             "help": "HOST[:PORT]/REPOSITORY:TAG or ...@sha256:DIGEST"}],
                 "uptodate": [False],
-                "clean": [(pull.forget, [project, name])],
+                "clean": [_clean("overlays.pull:forget", name)],
                 "verbosity": 2,
             }
 
