@@ -4,11 +4,13 @@ doit's sqlite3 backend keeps its database consistent, but two builds of the same
 overlay would still race on the same staging trees and images. The lock is taken when a
 doit command that changes the project loads its tasks (tasks/loader.py), or, for a doit
 that loads dodo.py (``doit -f path/to/dodo.py``), when its run starts, before any task's
-state is read (tasks/declare.py's reporter); each step (a Step action) checks that it is held
+state is read (tasks/reporter.py); each step (a Step action) checks that it is held
 and takes it for the step when it is not (:func:`hold`, tasks/action.py: with another
-``--reporter``). A second build waits, saying who holds the lock. The lock belongs to
-the doit process: the workers of ``doit -n N`` are its descendants (forked, or started
-by multiprocessing's fork server) and work under their parent's lock.
+``--reporter``); a clean action takes it before it removes anything (tasks/clean.py:
+doit's clean command has no reporter). A second build waits, saying who holds the lock.
+The lock belongs to the doit process: the workers of ``doit -n N`` are its
+descendants (forked, or started by multiprocessing's fork server) and work under
+their parent's lock.
 """
 
 from __future__ import annotations

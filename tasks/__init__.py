@@ -2,9 +2,12 @@
 
 :mod:`tasks.creators` declares the tasks (pipeline steps, runs, probes, benches, publish
 and pull), :mod:`tasks.loader` hands them to doit and takes the build lock,
-:mod:`tasks.build_command` is ``doit build``. Any folder with a ``stacks/`` directory is a
-project: ``python3 -m tasks overlay:NAME`` there (``doit`` in this checkout does the same
-through pyproject.toml). Nothing runs at import time.
+:mod:`tasks.build_command` is ``doit build``. What the declarations read of the
+stacks is in :mod:`tasks.stackinfo`, :mod:`tasks.inputs`, :mod:`tasks.stamp` and
+:mod:`tasks.uptodate`; the actions in :mod:`tasks.commands`, :mod:`tasks.clean` and
+:mod:`tasks.probes`; :mod:`tasks.reporter` is doit's reporter. Any folder with a
+``stacks/`` directory is a project: ``python3 -m tasks overlay:NAME`` there (``doit`` in
+this checkout does the same through pyproject.toml). Nothing runs at import time.
 """
 
 from __future__ import annotations

@@ -21,13 +21,19 @@ from typing import Any
 
 from doit.tools import config_changed
 
-from fexstack import atomic
 from overlays import pipeline
 from overlays.project import Project
-from tasks import declare as tasking
 from tasks import demo
 from tasks import probes as probetasks
 from tasks.action import Step
+from tasks.clean import Clean
+from tasks.commands import RUN_PARAMS, SUGGEST_PARAMS
+from tasks.inputs import check_inputs, image_inputs, stage_inputs
+from tasks.layers import run_deps
+from tasks.reporter import EvidenceReporter
+from tasks.stackinfo import StackInfo, bases, stacks
+from tasks.stamp import complete_step, forget_step, stamp_path, step_config, step_done
+from tasks.uptodate import cached_rpms, exists, report_passed
 
 
 def doit_config(project: Project) -> dict[str, Any]:
@@ -40,7 +46,7 @@ def doit_config(project: Project) -> dict[str, Any]:
         # `doit list` shows every task (each stack's steps), not only the task groups.
         "subtasks": True,
         # run:<app> leaves its evidence also when one of its overlays fails to build or check.
-        "reporter": tasking.EvidenceReporter,
+        "reporter": EvidenceReporter,
     }
 
 
@@ -49,16 +55,24 @@ def namespace(root: Path) -> dict[str, Any]:
     project = Project(Path(root).resolve())
 
     @functools.cache
-    def infos() -> dict[str, tasking.StackInfo]:
-        return tasking.stacks(project)
+    def infos() -> dict[str, StackInfo]:
+        return stacks(project)
 
     def _do(step: str, *args: Any) -> tuple[Step, list[Any]]:
         """An action: the step named ``"module:function"``, called with the project and args."""
         return (Step(step), [project, *args])
 
+    def _clean(step: str, *args: Any) -> tuple[Clean, list[Any]]:
+        """A clean action: the step, called with the project and args under the build lock."""
+        return (Clean(step), [project, *args])
+
+    def _clean_targets() -> list[tuple[Clean, list[Any]]]:
+        """Remove the task's targets, as doit's ``"clean": True`` (tasks/clean.py)."""
+        return [_clean("tasks.clean:remove_targets")]
+
     def _recipe(step: str, inputs: Any = None) -> Any:
         """Rerun ``step`` when its code (RECIPE) or the stack settings it reads change."""
-        return config_changed(tasking.step_config(step, inputs))
+        return config_changed(step_config(step, inputs))
 
     def _step(
         step: str, name: str, file_dep: list[str], inputs: Any = None, also: tuple[str, ...] = ()
@@ -66,28 +80,28 @@ def namespace(root: Path) -> dict[str, Any]:
         """The actions, file_dep and uptodate checks of one pipeline step of one stack (or base).
 
         The step counts as done only when it completed for the current inputs (see
-        tasking.step_done): a step that failed or was killed always runs again. ``also``
+        step_done): a step that failed or was killed always runs again. ``also``
         names outputs that are checked like inputs (the lock, which users may replace).
         """
-        stamp = tasking.stamp_path(project, step, name)
-        config = tasking.step_config(step, inputs)
+        stamp = stamp_path(project, step, name)
+        config = step_config(step, inputs)
         stamped = [*file_dep, *also]
         return {
             "name": name,
             "actions": [
-                (tasking.forget_step, [stamp]),
+                (forget_step, [stamp]),
                 _do(f"overlays.pipeline:{step}", name),
-                (tasking.complete_step, [stamp, stamped, config]),
+                (complete_step, [stamp, stamped, config]),
             ],
             "file_dep": file_dep,
-            "uptodate": [config_changed(config), tasking.step_done(stamp, stamped, config)],
+            "uptodate": [config_changed(config), step_done(stamp, stamped, config)],
         }
 
     def task_demo() -> Iterator[dict[str, Any]]:
         """Generate the embedded demo's repository, base and AppImage from demo/."""
         sources = sorted(str(p) for p in (project.root / "demo").rglob("*") if p.is_file())
         folder = demo.demo_dir(project)
-        common = {"file_dep": sources, "uptodate": [_recipe("demo")], "clean": True}
+        common = {"file_dep": sources, "uptodate": [_recipe("demo")], "clean": _clean_targets()}
         yield {
             "name": "repo",
             "doc": "build the demo's RPM repository from demo/ sources",
@@ -112,12 +126,12 @@ def namespace(root: Path) -> dict[str, Any]:
 
     def task_compat() -> Iterator[dict[str, Any]]:
         """The compat overlay of each base (loader path symlinks the base lacks)."""
-        for base_id, info in tasking.bases(project, infos()).items():
+        for base_id, info in bases(project, infos()).items():
             yield {
                 **_step("compat", base_id, info.file_deps, info.inputs),
                 "doc": f"compat overlay for base {base_id} (missing loader paths as symlinks)",
                 "targets": [str(pipeline.compat_record(project, base_id))],
-                "clean": True,
+                "clean": _clean_targets(),
             }
 
     def task_lock() -> Iterator[dict[str, Any]]:
@@ -138,8 +152,8 @@ def namespace(root: Path) -> dict[str, Any]:
                 **step,
                 "doc": f"download and verify {name}'s locked RPMs (sha256, signatures)",
                 "targets": [str(project.record(name, "fetch"))],
-                "uptodate": [*step["uptodate"], tasking.cached_rpms(project, name)],
-                "clean": True,
+                "uptodate": [*step["uptodate"], cached_rpms(project, name)],
+                "clean": _clean_targets(),
             }
 
     def task_stage() -> Iterator[dict[str, Any]]:
@@ -148,26 +162,26 @@ def namespace(root: Path) -> dict[str, Any]:
             # the base (and its gpu and compat overlays): payload paths install through them
             deps = [str(project.lock_path(name)), str(project.record(name, "fetch")),
                     *info.check_deps]
-            step = _step("stage", name, deps, tasking.stage_inputs(info))
+            step = _step("stage", name, deps, stage_inputs(info))
             yield {
                 **step,
                 "doc": f"extract {name}'s RPMs into build/{name}/staging",
                 "targets": [str(project.record(name, "stage")), str(project.owners(name))],
-                "uptodate": [*step["uptodate"], tasking.exists(project.staging(name))],
-                "clean": [(atomic.remove, [project.staging(name)])],
+                "uptodate": [*step["uptodate"], exists(project.staging(name))],
+                "clean": [_clean("tasks.clean:remove", project.staging(name))],
             }
 
     def task_check() -> Iterator[dict[str, Any]]:
         """Run the invariants on the staged tree against the base view."""
         for name, info in infos().items():
             deps = [str(project.record(name, "stage")), str(project.owners(name)), *info.check_deps]
-            step = _step("check", name, deps, tasking.check_inputs(info))
+            step = _step("check", name, deps, check_inputs(info))
             yield {
                 **step,
                 "doc": f"check {name}'s staged tree (arch, ABI boundary, precedence, loader)",
                 "targets": [str(project.invariants(name))],
-                "uptodate": [*step["uptodate"], tasking.report_passed(project.invariants(name))],
-                "clean": True,
+                "uptodate": [*step["uptodate"], report_passed(project.invariants(name))],
+                "clean": _clean_targets(),
             }
 
     def task_image() -> Iterator[dict[str, Any]]:
@@ -180,13 +194,13 @@ def namespace(root: Path) -> dict[str, Any]:
                 str(project.lock_path(name)),
                 *info.image_deps,
             ]
-            step = _step("image", name, deps, tasking.image_inputs(info))
+            step = _step("image", name, deps, image_inputs(info))
             yield {
                 **step,
                 "doc": f"make build/overlays/{name}.erofs and its manifest",
                 "targets": [str(project.image(name)), str(project.manifest(name))],
-                "uptodate": [*step["uptodate"], tasking.exists(project.staging(name))],
-                "clean": True,
+                "uptodate": [*step["uptodate"], exists(project.staging(name))],
+                "clean": _clean_targets(),
             }
 
     def task_overlay() -> Iterator[dict[str, Any]]:
@@ -198,9 +212,8 @@ def namespace(root: Path) -> dict[str, Any]:
                 # No action: the image step says where the image and manifest are.
                 "actions": None,
                 "task_dep": [f"image:{name}", *info.compat_tasks],
-                "clean": [(atomic.remove, [project.step_dir(name)]),
-                          (atomic.remove, [project.image(name)]),
-                          (atomic.remove, [project.manifest(name)])],
+                "clean": [_clean("tasks.clean:remove", project.step_dir(name),
+                                 project.image(name), project.manifest(name))],
             }
 
     def task_why() -> Iterator[dict[str, Any]]:
@@ -209,7 +222,7 @@ def namespace(root: Path) -> dict[str, Any]:
             yield {
                 "name": name,
                 "doc": f"print the dependency path of a package in {name}'s lock (--package P)",
-                "actions": [_do("tasks.declare:why", name)],
+                "actions": [_do("tasks.commands:why", name)],
                 "file_dep": [str(project.lock_path(name))],
                 "params": [{"name": "package", "long": "package", "short": "p", "default": ""}],
                 "uptodate": [False],
@@ -220,7 +233,7 @@ def namespace(root: Path) -> dict[str, Any]:
         """Preflight checks for running apps (muvm, FEX, images, display)."""
         return {
             "doc": "preflight checks for running apps, as a table (--json, --stack NAME)",
-            "actions": [_do("tasks.declare:doctor")],
+            "actions": [_do("tasks.commands:doctor")],
             "params": [
                 {"name": "json", "long": "json", "type": bool, "default": False},
                 {"name": "stack", "long": "stack", "default": "",
@@ -237,10 +250,10 @@ def namespace(root: Path) -> dict[str, Any]:
             yield {
                 "basename": f"run:{name}",
                 "doc": f"bring {name}'s overlays up to date, then run its app and write evidence",
-                "actions": [_do("tasks.declare:run", name)],
-                "task_dep": tasking.run_deps(project, info),
+                "actions": [_do("tasks.commands:run", name)],
+                "task_dep": run_deps(project, info),
                 "file_dep": info.app_deps,
-                "params": tasking.RUN_PARAMS,
+                "params": RUN_PARAMS,
                 "uptodate": [False],
                 "verbosity": 2,
             }
@@ -252,10 +265,10 @@ def namespace(root: Path) -> dict[str, Any]:
                 yield {
                     "basename": f"suggest:{name}",
                     "doc": f"run {name}'s app traced; print seed lines for what it missed",
-                    "actions": [_do("tasks.declare:suggest", name)],
-                    "task_dep": tasking.run_deps(project, info),
+                    "actions": [_do("tasks.commands:suggest", name)],
+                    "task_dep": run_deps(project, info),
                     "file_dep": info.app_deps,
-                    "params": tasking.SUGGEST_PARAMS,
+                    "params": SUGGEST_PARAMS,
                     "uptodate": [False],
                     "verbosity": 2,
                 }
@@ -276,8 +289,6 @@ def namespace(root: Path) -> dict[str, Any]:
 
     def task_pull() -> Iterator[dict[str, Any]]:
         """Fetch a published overlay and use it for runs (overlays/pull.py)."""
-        from overlays import pull
-
         for name in infos():
             yield {
                 "name": name,
@@ -286,7 +297,7 @@ def namespace(root: Path) -> dict[str, Any]:
                 "params": [{"name": "source", "long": "from", "default": "",
                             "help": "HOST[:PORT]/REPOSITORY:TAG or ...@sha256:DIGEST"}],
                 "uptodate": [False],
-                "clean": [(pull.forget, [project, name])],
+                "clean": [_clean("overlays.pull:forget", name)],
                 "verbosity": 2,
             }
 

@@ -25,8 +25,10 @@ from overlays.stack import GPU_MODES, Stack
 from runner.evidence import Outcome
 from runner.options import RunOptions
 from runner.profile import from_stack
-from tasks import declare as tasking
 from tasks.action import Step
+from tasks.layers import appcheck_for, deps_layers
+from tasks.stackinfo import StackInfo, stacks
+from tasks.stamp import ensure_compat
 
 PROBE_GPU = "probe-gpu"
 
@@ -76,14 +78,14 @@ BENCH_PARAMS = [
 # --- resolving a context -----------------------------------------------------------------
 
 
-def app_stacks(infos: Mapping[str, tasking.StackInfo]) -> list[str]:
+def app_stacks(infos: Mapping[str, StackInfo]) -> list[str]:
     return [name for name, info in infos.items() if info.has_app]
 
 
 def _compat(project: Project, stack: Stack) -> Path | None:
     """The base's compat overlay, brought up to date now (it is cheap), stamped like
     ``compat:<base>``."""
-    tasking.ensure_compat(project, stack.base.id)
+    ensure_compat(project, stack.base.id)
     return pipeline.compat_layer_path(project, stack.base.id)
 
 
@@ -95,7 +97,7 @@ def _app_stack(project: Project, name: str) -> Stack:
 
 
 def context(
-    project: Project, infos: Mapping[str, tasking.StackInfo], stack: str, bare: bool
+    project: Project, infos: Mapping[str, StackInfo], stack: str, bare: bool
 ) -> tuple[Stack, list[tuple[str, Path, Path]], Path | None, str]:
     """The stack a probe runs on, its deps layers (none when bare), compat, and a label."""
     name = stack
@@ -117,7 +119,7 @@ def context(
             )
         name = present[0]
     loaded = pipeline.stack_of(project, name)
-    deps = [] if bare else tasking.deps_layers(project, name)
+    deps = [] if bare else deps_layers(project, name)
     return loaded, deps, _compat(project, loaded), f"{name} (bare)" if bare else name
 
 
@@ -146,7 +148,7 @@ def probe(
     """``doit probe:<kind>``: run the probe, write probe.json into the run's evidence."""
     from runner.probe import run_probe
 
-    loaded, deps, compat, label = context(project, tasking.stacks(project), stack, bare)
+    loaded, deps, compat, label = context(project, stacks(project), stack, bare)
     result = run_probe(kind, from_stack(loaded, deps=deps, compat=compat), RunOptions(
         gpu_mode=gpu_mode or None, timeout_seconds=timeout_seconds or None,
         backend=backend or None, out_dir=_path(out_dir), evidence_root=project.evidence_dir,
@@ -185,14 +187,14 @@ def ab(
         out_dir=_path(out_dir), evidence_root=project.evidence_dir,
     )  # fmt: skip
     if name == PROBE_GPU:
-        loaded, deps, compat, label = context(project, tasking.stacks(project), stack, bare)
+        loaded, deps, compat, label = context(project, stacks(project), stack, bare)
         result = run_ab(from_stack(loaded, deps=deps, compat=compat), options, name=PROBE_GPU,
                         modes=_modes(modes), probe_kind="gpu", context=label)  # fmt: skip
     else:
         loaded = _app_stack(project, name)
-        profile = from_stack(loaded, deps=tasking.deps_layers(project, name),
+        profile = from_stack(loaded, deps=deps_layers(project, name),
                              compat=_compat(project, loaded))  # fmt: skip
-        options = replace(options, appcheck=tasking.appcheck_for(project, loaded), force=force)
+        options = replace(options, appcheck=appcheck_for(project, loaded), force=force)
         result = run_ab(profile, options, modes=_modes(modes))
     if not result.all_pass:
         differing = ", ".join(d["field"] for d in result.diff["differences"]) or "nothing"
@@ -218,11 +220,11 @@ def bench(
     from runner.bench import run_bench
 
     loaded = _app_stack(project, name)
-    profile = from_stack(loaded, deps=tasking.deps_layers(project, name),
+    profile = from_stack(loaded, deps=deps_layers(project, name),
                          compat=_compat(project, loaded))  # fmt: skip
     result = run_bench(profile, RunOptions(
         ready=ready or None, timeout_seconds=timeout_seconds or None, backend=backend or None,
-        appcheck=tasking.appcheck_for(project, loaded), force=force,
+        appcheck=appcheck_for(project, loaded), force=force,
         out_dir=_path(out_dir), evidence_root=project.evidence_dir,
     ), runs=runs)  # fmt: skip
     if not result.all_pass:
@@ -241,7 +243,7 @@ def _do(step: str, *args: Any) -> tuple[Step, list[Any]]:
     return (Step(f"tasks.probes:{step}"), list(args))
 
 
-def _app_task(project: Project, info: tasking.StackInfo, kind: str,
+def _app_task(project: Project, info: StackInfo, kind: str,
               params: list[Any], doc: str) -> dict[str, Any]:
     """``<kind>:<app>``: after the app's overlay is up to date, never itself up to date."""
     return {
@@ -257,7 +259,7 @@ def _app_task(project: Project, info: tasking.StackInfo, kind: str,
 
 
 def task_probe(
-    project: Project, infos: Mapping[str, tasking.StackInfo]
+    project: Project, infos: Mapping[str, StackInfo]
 ) -> Iterator[dict[str, Any]]:
     """probe:display and probe:gpu: what the guest sees of the display and the GPU."""
     docs = {
@@ -276,7 +278,7 @@ def task_probe(
 
 
 def task_ab(
-    project: Project, infos: Mapping[str, tasking.StackInfo]
+    project: Project, infos: Mapping[str, StackInfo]
 ) -> Iterator[dict[str, Any]]:
     """ab:<app> and ab:probe-gpu: the same run under each --gpu-mode, and diff.json."""
     for name in app_stacks(infos):
@@ -293,7 +295,7 @@ def task_ab(
 
 
 def task_bench(
-    project: Project, infos: Mapping[str, tasking.StackInfo]
+    project: Project, infos: Mapping[str, StackInfo]
 ) -> Iterator[dict[str, Any]]:
     """bench:<app>: cold and warm start-up timings per phase (bench.json)."""
     for name in app_stacks(infos):

@@ -103,8 +103,7 @@ def lock_holder(build: Path) -> str:
     return lock.read_text().strip() if lock.is_file() else ""
 
 
-@pytest.fixture
-def held_elsewhere(project: ps.Project) -> Iterator[subprocess.Popen[str]]:
+def hold_elsewhere(project: ps.Project) -> subprocess.Popen[str]:
     """The project's build lock, held by a helper process (not an ancestor of the builds)."""
     code = ("import sys; from pathlib import Path; from fexstack import buildlock; "
             f"buildlock.acquire(Path({str(project.build)!r})); print('held', flush=True); "
@@ -112,6 +111,12 @@ def held_elsewhere(project: ps.Project) -> Iterator[subprocess.Popen[str]]:
     helper = subprocess.Popen([sys.executable, "-c", code], env=project.env(),
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)  # fmt: skip
     assert helper.stdout is not None and helper.stdout.readline() == "held\n"
+    return helper
+
+
+@pytest.fixture
+def held_elsewhere(project: ps.Project) -> Iterator[subprocess.Popen[str]]:
+    helper = hold_elsewhere(project)
     yield helper
     if helper.poll() is None:
         helper.kill()
@@ -200,6 +205,45 @@ def test_list_and_info_take_no_lock(
     assert WAITING not in listed.stdout + told.stdout
     assert "image:app" in listed.stdout and "image:app" in told.stdout
     assert held_elsewhere.poll() is None  # the lock was held all along
+
+
+def test_clean_waits_for_the_build_lock(project: ps.Project, doits: list[Doit]) -> None:
+    """``doit -f dodo.py clean`` removes nothing while another process holds the lock (its
+    clean actions take it); its dry run lists what it would remove and takes no lock."""
+    built = Doit(project, "overlay:app")
+    doits.append(built)
+    assert built.finish().returncode == 0, built.text
+    outputs = [project.image("app"), project.manifest("app"), project.build / "app",
+               project.build / "compat"]
+    assert all(path.exists() for path in outputs)
+    helper = hold_elsewhere(project)
+    try:
+        dry = Doit(project, "clean", "--dry-run", "--clean-dep", "overlay:app")
+        doits.append(dry)
+        said = dry.finish(timeout=60)
+        assert said.returncode == 0 and WAITING not in said.output, said.output
+        assert f"image:app - removing file '{project.image('app')}'" in said.output
+        assert all(path.exists() for path in outputs)
+        clean = Doit(project, "clean", "--clean-dep", "overlay:app")
+        doits.append(clean)
+        clean.wait_for(WAITING)
+        time.sleep(1)
+        assert clean.proc.poll() is None
+        assert all(path.exists() for path in outputs)  # it waits before removing anything
+        release(helper)
+        cleaned = clean.finish(timeout=60)
+    finally:
+        if helper.poll() is None:
+            helper.kill()
+            helper.wait()
+    assert cleaned.returncode == 0, cleaned.output
+    assert "build lock acquired" in cleaned.output
+    # as before: targets removed as doit's "clean": True does, the overlay's folders too
+    assert "compat:fixture - removing file '" in cleaned.output, cleaned.output
+    assert not project.image("app").exists() and not project.manifest("app").exists()
+    assert not (project.build / "app").exists()
+    assert not (project.build / "compat" / "fixture.json").exists()  # the compat record
+    assert project.lock("app").exists()  # a source: clean leaves it
 
 
 def in_a_child(expression: str) -> str:

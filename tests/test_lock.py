@@ -488,7 +488,7 @@ def test_why_says_in_the_base_for_a_seed_the_base_carries(
     """Like gtk3 in stacks/bambu.toml: a seed Fedora's FEX RootFS already carries stays in
     the stack as documentation, and ``doit why:<stack> --package P`` says so."""
     from overlays.project import Project as Checkout
-    from tasks import declare as tasks
+    from tasks import commands as tasks
 
     stack = project.write({"glibc": "the C library", "libfoo": "x"})
     lock = project.lock(stack).lock

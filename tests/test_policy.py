@@ -8,7 +8,8 @@ from pathlib import Path
 from invariants.policy import CheckPolicy, ElfAllowance, KeptExecutable, Waiver
 from overlays.project import Project
 from overlays.stack import load_stack
-from tasks import declare as tasks
+from tasks import inputs as step_inputs
+from tasks import stackinfo
 from tests.test_stack import demo, stacks
 
 POLICY = """
@@ -35,8 +36,8 @@ env = { LD_LIBRARY_PATH = "/opt/app/lib::/opt/app/lib64" }
 
 
 def check_inputs(root: Path) -> object:
-    info = tasks.stacks(Project(root))["demo"]
-    return tasks.check_inputs(info)
+    info = stackinfo.stacks(Project(root))["demo"]
+    return step_inputs.check_inputs(info)
 
 
 def test_policy_from_a_stack_is_what_the_check_inputs_hold(tmp_path: Path) -> None:

@@ -262,11 +262,11 @@ def test_gpu_probe_native_records_every_tool_absent(privileged: None, tmp_path: 
 def test_task_generators_cover_every_app_stack() -> None:
     from fexstack.errors import ConfigError
     from overlays.project import Project
-    from tasks import declare as tasking
     from tasks import probes as probetasks
+    from tasks.stackinfo import stacks
 
     project = Project(Path(__file__).resolve().parent.parent)
-    infos = tasking.stacks(project)
+    infos = stacks(project)
     apps = [name for name, info in infos.items() if info.has_app]
     assert apps, "the project's stacks have apps (demo, bambu)"
     probes = {t["basename"]: t for t in probetasks.task_probe(project, infos)}

@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from fexstack.paths import PROJECT_ROOT
-from tasks import creators, declare
+from tasks import creators, reporter
+from tasks import stamp as stamps
 from tasks.action import Step
 
 
@@ -25,7 +26,7 @@ def test_namespace_is_made_without_reading_or_writing(tmp_path: Path) -> None:
     assert sorted(k for k in namespace if not k.startswith("task_")) == ["DOIT_CONFIG"]
     assert list(tmp_path.iterdir()) == []
     assert namespace["DOIT_CONFIG"]["dep_file"] == str(tmp_path / "build" / ".doit.db")
-    assert namespace["DOIT_CONFIG"]["reporter"] is declare.EvidenceReporter
+    assert namespace["DOIT_CONFIG"]["reporter"] is reporter.EvidenceReporter
     # asked for tasks, a project without stacks has only the ones that need none
     names = {t.get("basename") or t.get("name") for t in tasks_of(namespace)}
     assert names == {"repo", "base", "appimage", None, "ab:probe-gpu", "probe:display",
@@ -46,15 +47,15 @@ def test_every_action_of_every_task_pickles() -> None:
                 steps += 1
                 assert again[0].ref == act[0].ref and callable(again[0].target())
     assert steps > 25
-    assert pickle.loads(pickle.dumps(declare.EvidenceReporter)) is declare.EvidenceReporter
+    assert pickle.loads(pickle.dumps(reporter.EvidenceReporter)) is reporter.EvidenceReporter
 
 
 def test_a_step_has_its_functions_signature() -> None:
     import inspect
 
-    from tasks.declare import why
+    from tasks.commands import why
 
-    assert inspect.signature(Step("tasks.declare:why")) == inspect.signature(why)
+    assert inspect.signature(Step("tasks.commands:why")) == inspect.signature(why)
 
 
 def test_a_stamp_is_a_typed_record(tmp_path: Path) -> None:
@@ -64,10 +65,10 @@ def test_a_stamp_is_a_typed_record(tmp_path: Path) -> None:
     dep = tmp_path / "input"
     dep.write_text("one")
     stamp = tmp_path / ".lock.done.json"
-    config = declare.step_config("lock", {"seeds": ["a"]})
-    done = declare.step_done(stamp, [str(dep)], config)
+    config = stamps.step_config("lock", {"seeds": ["a"]})
+    done = stamps.step_done(stamp, [str(dep)], config)
     assert not done()
-    declare.complete_step(stamp, [str(dep)], config)
+    stamps.complete_step(stamp, [str(dep)], config)
     assert done()
     dep.write_text("two")
     assert not done()
@@ -75,7 +76,7 @@ def test_a_stamp_is_a_typed_record(tmp_path: Path) -> None:
         stamp.write_text(foreign)
         assert not done(), foreign
     with pytest.raises(jsonschema.ValidationError):
-        declare.complete_step(stamp, [str(dep)], {"recipe": 0, "inputs": None})
+        stamps.complete_step(stamp, [str(dep)], {"recipe": 0, "inputs": None})
 
 
 def test_the_compat_record_is_a_typed_record(tmp_path: Path) -> None:
