@@ -14,10 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from fexstack import atomic, jsonio
+from fexstack.errors import StageError
 from overlays import lockfile
 from overlays.owners import Owners
 from overlays.project import Project
 from overlays.stack import Stack, load_stack
+from overlays.stagerecord import StageRecord
 
 
 def starting(*outputs: Path, replaced: tuple[Path, ...] = ()) -> None:
@@ -186,8 +188,13 @@ class CompatRecord:
 
     @classmethod
     def read(cls, path: Path) -> CompatRecord:
-        doc = jsonio.read(path)
-        jsonio.validate(doc, "compat")
+        doc = jsonio.read_record(
+            path,
+            "compat",
+            error=StageError,
+            what="compat record",
+            hint=f"make the base's compat overlay again: doit compat:{path.stem}",
+        )
         return cls(**doc)
 
 
@@ -234,16 +241,16 @@ def check(project: Project, name: str) -> None:
     raise_on_failure(report)
 
 
-def stage_record(project: Project, name: str) -> dict[str, Any]:
-    record = jsonio.read(project.record(name, "stage"))
-    return record if isinstance(record, dict) else {}
+def stage_record(project: Project, name: str) -> StageRecord:
+    """The stage step's record (:class:`overlays.stagerecord.StageRecord`), validated."""
+    return StageRecord.read(project.record(name, "stage"))
 
 
 def dropped_executables(project: Project, name: str) -> list[dict[str, str]]:
     """The stage step's dropped tool executables, each with what the host has there."""
     from overlays.hostpkgs import providers
 
-    rows = [dict(r) for r in stage_record(project, name).get("dropped", [])]
+    rows = [dict(r) for r in stage_record(project, name).dropped]
     programs = sorted({r["path"] for r in rows if r["type"] != "dir"})
     host = providers(programs)
     for row in rows:
@@ -260,7 +267,6 @@ def staged_digests(
     that size whose mtime is still the stage step's 0; the image step's read-back then
     compares the image's bytes with it."""
     from fexstack import paths
-    from fexstack.errors import StageError
     from overlays.extract import META, ExtractedMeta, extracted_dir
 
     files: dict[str, Mapping[str, Mapping[str, object]]] = {}
@@ -277,7 +283,7 @@ def staged_digests(
         if meta.rpm_sha256 == pkg.sha256:
             files[pkg.name] = meta.files
     origin = {  # installed path -> payload path (the extraction's meta.json has those)
-        r["installed"]: r["original"] for r in stage_record(project, name).get("redirected", [])
+        r["installed"]: r["original"] for r in stage_record(project, name).redirected
     }
     out: dict[str, tuple[str, int]] = {}
     for path, package in owners.items():
@@ -302,12 +308,13 @@ def image(project: Project, name: str) -> None:
     starting(project.manifest(name), project.image(name))
     # The image's identity (and so its UUID) comes from its content, never from where the
     # clone, the cache or the repositories live.
-    install = {**stage_record(project, name), "caches": caches_step.read(project.step_dir(name))}
-    content = identity(
-        lock_data.packages,
-        stack.compression,
-        install={k: install.get(k, []) for k in ("redirected", "dropped", "caches")},
-    )
+    staged = stage_record(project, name)
+    install = {
+        "redirected": [dict(r) for r in staged.redirected],
+        "dropped": [dict(r) for r in staged.dropped],
+        "caches": caches_step.read(project.step_dir(name)),
+    }
+    content = identity(lock_data.packages, stack.compression, install=install)
     owners = Owners.read(project.owners(name)).paths
     info = build_image(
         staging,

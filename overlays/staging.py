@@ -56,7 +56,7 @@ from pathlib import Path
 from typing import Any
 
 import fexstack
-from fexstack import atomic, jsonio, paths
+from fexstack import atomic, paths
 from fexstack.errors import StageError
 from invariants.view import View
 from overlays import extract, payload, safetree
@@ -64,6 +64,7 @@ from overlays.fetch import rpm_path
 from overlays.install import InstallRoot, executable_dir
 from overlays.lockfile import Lock, LockedPackage
 from overlays.owners import Owners
+from overlays.stagerecord import StageRecord
 
 log = logging.getLogger("fexstack.stage")
 
@@ -171,15 +172,7 @@ def stage_lock(
         seconds=round(time.monotonic() - started, 3),
         installed=installed,
     )
-    jsonio.write(
-        record,
-        {
-            **_record(lock, packages, result, winners, shared, mode_differences, link_modes),
-            "redirected": list(installed.redirected),
-            "dropped": list(installed.dropped),
-        },
-        "stage",
-    )
+    _record(lock, packages, result, winners, shared, mode_differences, link_modes).write(record)
     log.info(
         "stage %s: %d packages (%d extracted, %d reused), %d paths, %.1f s",
         lock.stack,
@@ -596,44 +589,45 @@ def _record(
     shared: Mapping[str, list[str]],
     mode_differences: Mapping[str, Mapping[str, int]],
     link_modes: Mapping[str, int],
-) -> dict[str, Any]:
+) -> StageRecord:
     kinds = [c.entry["type"] for c in winners.values()]
     inputs = hashlib.sha256("".join(f"{p.sha256}\n" for p in packages).encode()).hexdigest()
-    return {
-        "step": "stage",
-        "stack": lock.stack,
-        "fexstack": fexstack.__version__,
-        "inputs": f"sha256:{inputs}",
-        "packages": len(packages),
-        "extracted": len(result.extracted),
-        "reused": len(result.reused),
-        "extracted_packages": list(result.extracted),
-        "paths": len(winners),
-        "files": kinds.count("file"),
-        "dirs": kinds.count("dir"),
-        "symlinks": kinds.count("symlink"),
-        "bytes": sum(int(c.entry.get("size", 0)) for c in winners.values()),
-        "hardlinked": link_modes["hardlinked"],
-        "copied": link_modes["copied"],
-        "kept": link_modes["kept"],
-        "removed": link_modes["removed"],
-        "setuid": [
+    return StageRecord(
+        stack=lock.stack,
+        fexstack=fexstack.__version__,
+        inputs=f"sha256:{inputs}",
+        packages=len(packages),
+        extracted=len(result.extracted),
+        reused=len(result.reused),
+        extracted_packages=result.extracted,
+        paths=len(winners),
+        files=kinds.count("file"),
+        dirs=kinds.count("dir"),
+        symlinks=kinds.count("symlink"),
+        bytes=sum(int(c.entry.get("size", 0)) for c in winners.values()),
+        hardlinked=link_modes["hardlinked"],
+        copied=link_modes["copied"],
+        kept=link_modes["kept"],
+        removed=link_modes["removed"],
+        setuid=tuple(
             {"path": p, "package": winners[p].package, "mode": f"{winners[p].entry['mode']:04o}"}
             for p in result.setuid
-        ],
-        "caps_dropped": [
+        ),
+        caps_dropped=tuple(
             {"path": p, "package": winners[p].package, "caps": caps}
             for p, caps in sorted(result.caps_dropped.items())
-        ],
-        "fifos": [
+        ),
+        fifos=tuple(
             {"path": p, "package": c.package}
             for p, c in sorted(winners.items())
             if c.entry["type"] == "fifo"
-        ],
-        "shared": {p: list(pkgs) for p, pkgs in shared.items()},
-        "dir_mode_differences": {
+        ),
+        shared={p: tuple(pkgs) for p, pkgs in shared.items()},
+        dir_mode_differences={
             p: {pkg: f"{m:04o}" for pkg, m in modes.items()}
             for p, modes in mode_differences.items()
         },
-        "seconds": result.seconds,
-    }
+        seconds=result.seconds,
+        redirected=result.installed.redirected,
+        dropped=result.installed.dropped,
+    )

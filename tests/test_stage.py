@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import hashlib
 import io
@@ -19,6 +20,7 @@ from fexstack.errors import StageError
 from overlays import extract, fetch, safetree, staging
 from overlays.lockfile import Lock, LockedPackage
 from overlays.owners import Owners
+from overlays.stagerecord import StageRecord
 from overlays.stack import Repo
 from testkit.factory import Dir, Factory, File, Package, Symlink
 from tests.craft_rpm import Entry, craft, lock_of, locked
@@ -366,6 +368,43 @@ def test_owners_record_round_trips_and_refuses_a_malformed_file(
         Owners.read(tmp_path / "missing" / "owners.json")
     with pytest.raises(jsonschema.ValidationError):  # the writer validates too
         Owners({"/x": ""}).write(again)
+
+
+def test_stage_record_round_trips_and_refuses_a_malformed_file(
+    build: Build, tmp_path: Path
+) -> None:
+    build.stage(build.lock(LIBFOO, FOOTOOL))
+    written = build.root / "build/demo/stage.json"
+    record = StageRecord.read(written)
+    assert record.stack == build.lock(LIBFOO, FOOTOOL).stack
+    assert (record.packages, record.extracted, record.reused) == (2, 2, 0)
+    assert record.extracted_packages == ("foo-tools", "libfoo")
+    assert record.setuid == ({"path": "/usr/libexec/foo/helper", "package": "foo-tools",
+                              "mode": "4755"},)
+    assert record.redirected == () and record.dropped == ()
+    # every key the schema knows is written, as the stage step always wrote them
+    assert set(jsonio.read(written)) == set(jsonio.schema("stage")["properties"])
+    again = tmp_path / "again" / "stage.json"
+    record.write(again)
+    assert StageRecord.read(again) == record
+    assert again.read_bytes() == written.read_bytes()  # the writer's bytes, unchanged
+    # a record of an older stage (no kept/removed/redirected/dropped) reads as none of them
+    old = {k: v for k, v in jsonio.read(written).items()
+           if k not in ("kept", "removed", "redirected", "dropped")}
+    again.write_text(jsonio.dumps(old))
+    assert StageRecord.read(again) == dataclasses.replace(record, kept=0, removed=0)
+    again.write_text(jsonio.dumps({**old, "dropped": [{"path": "/usr/bin/foo"}]}))
+    with pytest.raises(StageError) as err:
+        StageRecord.read(again)
+    assert str(again) in err.value.message and "stage schema at dropped/0" in err.value.message
+    assert err.value.hint == "stage the tree again: doit stage:again"
+    again.write_text("[1,")
+    with pytest.raises(StageError, match="not valid JSON"):
+        StageRecord.read(again)
+    with pytest.raises(StageError, match="no stage record"):
+        StageRecord.read(tmp_path / "missing" / "stage.json")
+    with pytest.raises(jsonschema.ValidationError):  # the writer validates too
+        dataclasses.replace(record, inputs="md5:x").write(again)
 
 
 def test_extracted_meta_round_trips_and_a_malformed_one_is_extracted_again(

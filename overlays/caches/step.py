@@ -1,16 +1,21 @@
 """The stage step's cache pass and its record, ``build/<name>/caches.json``.
 
-The one writer is :func:`stage_caches` (called by :func:`overlays.pipeline.stage` after
-the packages are staged); the one reader is :func:`read`.
+The record is :class:`CachesRecord`: its one writer is :func:`stage_caches` (called by
+:func:`overlays.pipeline.stage` after the packages are staged), its one reader :func:`read`
+(the image step: the manifest's ``install.caches`` and the image's identity); both
+validate against the schema.
 """
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from fexstack import jsonio
+from fexstack.errors import StageError
 from invariants.view import View
 from overlays.caches.generate import RECIPE, generate
 
@@ -21,6 +26,31 @@ def record_path(step_dir: Path) -> Path:
     return step_dir / "caches.json"
 
 
+@dataclass(frozen=True)
+class CachesRecord:
+    """``caches.json``: the recipe that made the caches and one row per cache kind
+    (made: tool, where it ran, versions, digests, files; skipped: why), as the schema
+    describes them."""
+
+    recipe: int
+    caches: tuple[Mapping[str, Any], ...]
+
+    def write(self, path: Path) -> None:
+        jsonio.write(path, {"recipe": self.recipe, "caches": [dict(c) for c in self.caches]},
+                     SCHEMA)  # fmt: skip
+
+    @classmethod
+    def read(cls, path: Path) -> CachesRecord:
+        doc = jsonio.read_record(
+            path,
+            SCHEMA,
+            error=StageError,
+            what="install-time caches record",
+            hint=f"stage the tree again: doit stage:{path.parent.name}",
+        )
+        return cls(doc["recipe"], tuple(doc["caches"]))
+
+
 def stage_caches(
     staging: Path, step_dir: Path, lower: View, host_provides: tuple[str, ...], name: str
 ) -> list[dict[str, Any]]:
@@ -29,7 +59,7 @@ def stage_caches(
         print(f"stage:{name}: {line}", file=sys.stderr)
 
     records = generate(staging, lower, host_provides, progress=say)
-    jsonio.write(record_path(step_dir), {"recipe": RECIPE, "caches": records}, SCHEMA)
+    CachesRecord(RECIPE, tuple(records)).write(record_path(step_dir))
     for rec in records:
         what = (f"made by {rec['tool']} ({rec['where']})" if rec["status"] == "made"
                 else f"not made: {rec['reason']}")  # fmt: skip
@@ -44,6 +74,4 @@ def read(step_dir: Path) -> list[dict[str, Any]]:
     path = record_path(step_dir)
     if not path.exists():
         return []
-    doc = jsonio.read(path)
-    jsonio.validate(doc, SCHEMA)
-    return list(doc["caches"])
+    return [dict(c) for c in CachesRecord.read(path).caches]
