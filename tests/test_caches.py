@@ -159,3 +159,35 @@ def test_a_failing_tool_fails_the_stage_with_its_message(privileged: None, tmp_p
     with pytest.raises(StageError, match=r"glib-compile-schemas failed \(3\) writing "
                        r"/usr/share/glib-2.0/schemas/gschemas.compiled: no space left"):
         generate.generate(staging, _view(base))
+
+
+def test_caches_record_round_trips_and_refuses_a_malformed_file(tmp_path: Path) -> None:
+    import jsonschema
+
+    from fexstack import jsonio
+    from overlays.caches import step
+
+    made = {"kind": "mime", "cache": "/usr/share/mime/mime.cache", "status": "made",
+            "inputs_added": ["/usr/share/mime/packages/x.xml"], "tool": "update-mime-database",
+            "tool_sha256": "ab" * 32, "where": "host", "version": "2.4",
+            "inputs_sha256": "cd" * 32, "files": ["/usr/share/mime/mime.cache"]}
+    skipped = {"kind": "gsettings", "cache": "/usr/share/glib-2.0/schemas/gschemas.compiled",
+               "status": "skipped", "inputs_added": [], "reason": "no-tool"}
+    record = step.CachesRecord(generate.RECIPE, (made, skipped))
+    path = step.record_path(tmp_path / "app")
+    record.write(path)
+    assert step.CachesRecord.read(path) == record
+    assert step.read(tmp_path / "app") == [made, skipped]
+    assert jsonio.read(path) == {"recipe": generate.RECIPE, "caches": [made, skipped]}
+    assert step.read(tmp_path / "none") == []  # a stage from before caches were made
+    path.write_text(jsonio.dumps({"recipe": 1, "caches": [{**skipped, "status": "maybe"}]}))
+    with pytest.raises(StageError) as err:
+        step.read(tmp_path / "app")
+    assert str(path) in err.value.message and "caches schema at caches/0/status" in \
+        err.value.message
+    assert err.value.hint == "stage the tree again: doit stage:app"
+    path.write_text("")
+    with pytest.raises(StageError, match="not valid JSON"):
+        step.read(tmp_path / "app")
+    with pytest.raises(jsonschema.ValidationError):  # the writer validates too
+        step.CachesRecord(1, ({**made, "cache": "relative"},)).write(path)

@@ -83,6 +83,7 @@ def test_the_compat_record_is_a_typed_record(tmp_path: Path) -> None:
     import jsonschema
     import pytest
 
+    from fexstack.errors import StageError
     from overlays.pipeline import CompatRecord
 
     path = tmp_path / "fixture.json"
@@ -97,5 +98,12 @@ def test_the_compat_record_is_a_typed_record(tmp_path: Path) -> None:
     with pytest.raises(jsonschema.ValidationError):
         CompatRecord("fixture", "compat-fixture.erofs").write(path)  # an image needs its sha256
     path.write_text('{"base": "fixture", "image": null, "manifest": null, "extra": 1}\n')
-    with pytest.raises(jsonschema.ValidationError):
+    with pytest.raises(StageError) as err:  # the project's error, naming the file
         CompatRecord.read(path)
+    assert str(path) in err.value.message and "compat schema" in err.value.message
+    assert err.value.hint == "make the base's compat overlay again: doit compat:fixture"
+    path.write_text("{")
+    with pytest.raises(StageError, match="not valid JSON"):
+        CompatRecord.read(path)
+    with pytest.raises(StageError, match="no compat record"):
+        CompatRecord.read(tmp_path / "other.json")
