@@ -1,4 +1,9 @@
-"""The invariants report: ``build/<name>/invariants.json`` and the text a person acts on."""
+"""The invariants report: ``build/<name>/invariants.json`` and the text a person acts on.
+
+:func:`write_report` (the check step) is its one writer, :meth:`Report.read` its one
+reader; both validate against the ``invariants`` schema. The image step records the
+report's digest in the manifest and publish ships its bytes, neither reads it.
+"""
 
 from __future__ import annotations
 
@@ -49,6 +54,29 @@ class Report:
             "linkability": list(self.linkability),
             "dropped": list(self.dropped),
         }
+
+    @classmethod
+    def read(cls, path: Path) -> Report:
+        """The report the check step wrote (its one reader: the task layer's up-to-date
+        test), validated; a missing or malformed one is a :class:`CheckError`."""
+        doc = jsonio.read_record(
+            path,
+            SCHEMA,
+            error=CheckError,
+            what="invariants report",
+            hint=f"check the tree again: doit check:{path.parent.name}",
+        )
+        return cls(
+            tree=doc["tree"],
+            stack_class=doc["class"],
+            layers=tuple(doc["layers"]),
+            invariants=doc["invariants"],
+            findings=tuple(Finding(**f) for f in doc["findings"]),
+            warnings=tuple(doc["warnings"]),
+            elf=doc["elf"],
+            linkability=tuple(doc["linkability"]),
+            dropped=tuple(doc.get("dropped", ())),
+        )
 
     def summary(self, shown: int = SHOWN) -> str:
         """Counts per invariant, then the first failures (else findings) with hints."""

@@ -7,8 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from fexstack import jsonio
-from fexstack.errors import FexstackError
+from fexstack.errors import CheckError, FexstackError
 from overlays.project import Project
 
 
@@ -49,9 +48,11 @@ def report_passed(report: Path) -> Callable[[], bool]:
     """
 
     def check() -> bool:
+        from invariants.report import Report
+
         try:
-            return jsonio.read(report).get("failed") is False
-        except (OSError, ValueError, AttributeError):
+            return not Report.read(report).failed
+        except CheckError:  # missing or not a report: the check runs again
             return False
 
     return check

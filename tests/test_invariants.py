@@ -381,6 +381,43 @@ def test_report_json_is_schema_valid_sorted_and_stable(factory: Factory, base: P
                                        "compat-shape", "caches"}
 
 
+def test_report_round_trips_and_the_up_to_date_test_reads_it_validated(
+        factory: Factory, base: Path, tmp_path: Path) -> None:
+    import dataclasses
+
+    from invariants.context import Finding
+    from tasks.uptodate import report_passed
+
+    tree = tmp_path / "t"
+    factory.elf(tree / "usr/lib64/libg.so.1", Library("libg.so.1", runpath="$ORIGIN"))
+    report = run(tree, base, owners={"/usr/lib64/libg.so.1": "g"})
+    out = tmp_path / "build/g/invariants.json"
+    write_report(report, out)
+    assert Report.read(out) == report
+    assert report_passed(out)()
+    failed = dataclasses.replace(
+        report,
+        invariants={**report.invariants, "arch": {**report.invariants["arch"], "status": "fail"}},
+        findings=(Finding("arch", "/usr/lib64/libg.so.1", "not x86_64", "exclude it", "g"),),
+    )
+    write_report(failed, out)
+    assert Report.read(out) == failed and Report.read(out).failed
+    assert not report_passed(out)()  # a failed check is never up to date
+    write_report(report, out)
+    data = jsonio.read(out)
+    out.write_text(jsonio.dumps({**data, "findings": [{"invariant": "arch"}]}))
+    with pytest.raises(CheckError) as err:
+        Report.read(out)
+    assert str(out) in err.value.message and "invariants schema at findings/0" in \
+        err.value.message
+    assert err.value.hint == "check the tree again: doit check:g"
+    assert not report_passed(out)()  # not a report: the check runs again
+    out.unlink()
+    with pytest.raises(CheckError, match="no invariants report"):
+        Report.read(out)
+    assert not report_passed(out)()
+
+
 def test_unknown_class_is_an_error(base: Path, tmp_path: Path) -> None:
     (tmp_path / "t").mkdir()
     with pytest.raises(CheckError):
