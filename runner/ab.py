@@ -42,7 +42,7 @@ class AbResult:
 
 
 def _row(mode: str, run: RunResult, probe_doc: Mapping[str, Any] | None) -> dict[str, Any]:
-    report = jsonio.read(run.evidence_dir / evidence.REPORT_NAME)
+    report = evidence.Evidence(run.evidence_dir).read_report()
     status = report["guest_status_code"]
     if status is None:
         status = report["exit_status"]

@@ -32,6 +32,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from fexstack import jsonio
+from fexstack.errors import RunError
 from invariants import conflict, elf, hostfallback, runtimefiles
 from invariants.loader import FEX_HWCAPS, Loader, Search
 from invariants.view import Layer, Node, Tree, View, index
@@ -42,6 +44,7 @@ from runner.profile import EXECSTACK_TUNABLE, with_execstack
 
 FORMAT = 1
 SCHEMA = "appcheck"  # runner/schemas/appcheck.schema.json (launch.py writes appcheck.json)
+EVIDENCE_NAME = "appcheck.json"
 
 
 def app_tree(appdir: Path) -> Tree:
@@ -324,3 +327,19 @@ def make_appcheck(stack: Stack, *, view_layers: Layers) -> Callable[[Path], Appc
         plugin_dirs=stack.app.plugin_dirs if stack.app else (),
         host_provides=stack.base.host_provides,
     )
+
+
+def read_evidence(evidence_dir: Path) -> dict[str, Any] | None:
+    """A run's ``appcheck.json`` (None when the run made none), validated: its one
+    reader (:mod:`runner.suggest`); a malformed one is a :class:`RunError` naming it."""
+    path = evidence_dir / EVIDENCE_NAME
+    if not path.is_file():
+        return None
+    doc: dict[str, Any] = jsonio.read_record(
+        path,
+        SCHEMA,
+        error=RunError,
+        what="appcheck report",
+        hint="run the app again to make its evidence anew",
+    )
+    return doc

@@ -80,7 +80,7 @@ def stats(values: Sequence[float | None]) -> dict[str, Any] | None:
 def _record(
     kind: str, index: int, run: RunResult, parent: Path, dropped: list[str]
 ) -> dict[str, Any]:
-    report = jsonio.read(run.evidence_dir / evidence.REPORT_NAME)
+    report = evidence.Evidence(run.evidence_dir).read_report()
     extraction = report.get("extraction")
     phases = report.get("phases") or {}
     return {

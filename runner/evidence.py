@@ -77,6 +77,19 @@ class Evidence:
     def write_report(self, report: dict[str, Any]) -> None:
         jsonio.write(self.report, report, REPORT_SCHEMA)
 
+    def read_report(self) -> dict[str, Any]:
+        """``run.report.json``, validated: the one way the runner's A/B, bench, probe and
+        suggest (and a build failure's note) read a finished run's report back; a missing
+        or malformed one is a :class:`RunError` naming the file."""
+        doc: dict[str, Any] = jsonio.read_record(
+            self.report,
+            REPORT_SCHEMA,
+            error=RunError,
+            what="run report",
+            hint="the run did not finish writing its evidence; run the app again",
+        )
+        return doc
+
 
 def timestamp(now: dt.datetime | None = None) -> str:
     """``YYYYmmddTHHMMSSZ`` in UTC."""

@@ -214,7 +214,7 @@ def _extract(state: _State, ev: evidence.Evidence) -> Path:
         out = sanitized_dir(appdir, profile.sanitize)
         ev.append_log(f"== sanitize {appdir} -> {out} ({', '.join(profile.sanitize)})")
         done = sanitize.sanitize(appdir, out, steps=profile.sanitize)
-        jsonio.write(ev.dir / SANITIZE_EVIDENCE, done.evidence)
+        jsonio.write(ev.dir / SANITIZE_EVIDENCE, done.evidence, sanitize.SCHEMA)
         state.extraction["sanitized"] = str(done.appdir)
         appdir = Path(done.appdir)
     return appdir
@@ -489,7 +489,7 @@ def build_failed(
     with contextlib.suppress(OSError):  # an unreadable layer: the report has no images
         images = [_image_record(layer, {}) for layer in profile.layers()]
     result = _finish(ev, state, host, images, started, t0, stream)
-    report = jsonio.read(ev.report)
+    report = ev.read_report()
     report["build_failure"] = {"task": task, "step": step, "stack": stack_name}
     ev.write_report(report)
     return result

@@ -328,7 +328,7 @@ def probe_document(
     kind: str, run: RunResult, profile: Profile, context: str | None
 ) -> dict[str, Any]:
     """probe.json of a finished probe run (its guest part None when the run failed early)."""
-    report = jsonio.read(run.evidence_dir / evidence.REPORT_NAME)
+    report = evidence.Evidence(run.evidence_dir).read_report()
     text = capture.clean((run.evidence_dir / evidence.LOG_NAME).read_bytes())
     doc: dict[str, Any] = {
         "format": 1,

@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import stat
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -175,8 +176,12 @@ def sanitize(appdir: Path, out: Path, *, steps: Sequence[str]) -> SanitizeResult
     evidence_path = out / EVIDENCE_NAME
     if evidence_path.is_file():
         try:
-            cached = jsonio.read(evidence_path)
-        except ValueError:
+            cached = jsonio.read_record(
+                evidence_path, SCHEMA, error=RunError, what="sanitize record",
+                hint="it is made again",
+            )
+        except RunError as exc:  # damaged: sanitized again
+            print(f"fexstack: {exc.message}; sanitizing again", file=sys.stderr)
             cached = None
         if (
             isinstance(cached, dict)

@@ -32,7 +32,7 @@ from typing import Any, TextIO
 from fexstack import jsonio
 from overlays import provides
 from overlays.stack import Stack
-from runner import trace
+from runner import appcheck, evidence, trace
 from runner.options import RunOptions
 
 SUGGEST_EVIDENCE = "suggest.json"
@@ -113,9 +113,8 @@ def collect(evidence_dir: Path) -> list[tuple[str, trace.Missed]]:
     """(source, missed) from one run's evidence: appcheck.json and run.log."""
     seen: set[tuple[str, str]] = set()
     out: list[tuple[str, trace.Missed]] = []
-    appcheck = evidence_dir / "appcheck.json"
     log = (evidence_dir / "run.log").read_text(errors="replace")
-    report = jsonio.read(appcheck) if appcheck.is_file() else None
+    report = appcheck.read_evidence(evidence_dir)
     appdir = str(report["appdir"]) if report else None
     sources = [
         ("appcheck", from_appcheck(report)),
@@ -141,7 +140,7 @@ def _syscall_misses(evidence_dir: Path) -> list[trace.Missed]:
     report = evidence_dir / "run.report.json"
     if not folder.is_dir() or not report.is_file():
         return []
-    guest = jsonio.read(report).get("guest_command") or []
+    guest = evidence.Evidence(evidence_dir).read_report().get("guest_command") or []
     return trace.syscall_misses(folder, guest[0]) if guest else []
 
 

@@ -117,6 +117,34 @@ def test_report_schema_rejects_unknown_outcome(
             jsonio.validate(bad, "run-report")
 
 
+def test_run_report_and_appcheck_are_read_back_validated(
+    muvm_profile: Profile,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    from fexstack.errors import RunError
+    from runner import appcheck
+
+    result = run_app(
+        muvm_profile,
+        RunOptions(command=["/bin/true"], out_dir=tmp_path / "o", echo=False),
+    )
+    ev = evidence.Evidence(result.evidence_dir)
+    report = ev.read_report()
+    assert report == jsonio.read(ev.report) and report["outcome"] == "PASS"
+    ev.report.write_text(jsonio.dumps({**report, "outcome": "MAYBE"}))
+    with pytest.raises(RunError) as err:
+        ev.read_report()
+    assert str(ev.report) in err.value.message and "run-report schema at outcome" in \
+        err.value.message
+    ev.report.unlink()
+    with pytest.raises(RunError, match="no run report"):
+        ev.read_report()
+    assert appcheck.read_evidence(ev.dir) is None  # this run made no appcheck.json
+    (ev.dir / "appcheck.json").write_text('{"appdir": 1}\n')
+    with pytest.raises(RunError, match="appcheck.json: does not match the appcheck schema"):
+        appcheck.read_evidence(ev.dir)
+
+
 def test_announce_says_where(tmp_path: Path) -> None:
     ev = evidence.create("a", root=tmp_path)
     out = io.StringIO()

@@ -95,6 +95,18 @@ def test_sanitize_is_cached(tmp_path: Path, appdir: Path) -> None:
     assert (first.appdir / "usr/bin/app").stat().st_ino == app_inode
 
 
+def test_a_damaged_sanitize_record_is_sanitized_again(
+    tmp_path: Path, appdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "sanitized"
+    first = sanitize(appdir, out, steps=[STEP])
+    (out / "sanitize.json").write_text('{"key": "%s"}\n' % first.evidence["key"])
+    second = sanitize(appdir, out, steps=[STEP])
+    assert "does not match the sanitize schema" in capsys.readouterr().err
+    assert second.evidence == first.evidence
+    assert jsonio.read(out / "sanitize.json") == first.evidence  # made anew, whole
+
+
 def test_sanitize_redone_when_appdir_changes(tmp_path: Path, appdir: Path) -> None:
     out = tmp_path / "sanitized"
     first = sanitize(appdir, out, steps=[STEP])
