@@ -29,6 +29,8 @@ KINDS = {
     "extracted": "extracted",  # <cache>/extracted/<sha>/meta.json, one per package
     "owners": "owners",
     "stage": "stage",
+    "caches": "caches",
+    "fetch": "fetch",
     "invariants": "invariants",
     "manifest": "manifest",
 }
@@ -40,6 +42,8 @@ def artifacts(project: BenchProject) -> dict[str, list[Path]]:
         "extracted": sorted(project.cache.glob("extracted/*/meta.json")),
         "owners": [build / STACK / "owners.json"],
         "stage": [build / STACK / "stage.json"],
+        "caches": [build / STACK / "caches.json"],
+        "fetch": [build / STACK / "fetch.json"],
         "invariants": [build / STACK / "invariants.json"],
         "manifest": [build / "overlays" / f"{STACK}.manifest.json"],
     }

@@ -141,7 +141,7 @@ def test_run_report_and_appcheck_are_read_back_validated(
         ev.read_report()
     assert appcheck.read_evidence(ev.dir) is None  # this run made no appcheck.json
     (ev.dir / "appcheck.json").write_text('{"appdir": 1}\n')
-    with pytest.raises(RunError, match="appcheck.json: does not match the appcheck schema"):
+    with pytest.raises(RunError, match=r"appcheck\.json: does not match the appcheck schema"):
         appcheck.read_evidence(ev.dir)
 
 

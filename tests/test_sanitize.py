@@ -100,7 +100,7 @@ def test_a_damaged_sanitize_record_is_sanitized_again(
 ) -> None:
     out = tmp_path / "sanitized"
     first = sanitize(appdir, out, steps=[STEP])
-    (out / "sanitize.json").write_text('{"key": "%s"}\n' % first.evidence["key"])
+    (out / "sanitize.json").write_text(jsonio.dumps({"key": first.evidence["key"]}))
     second = sanitize(appdir, out, steps=[STEP])
     assert "does not match the sanitize schema" in capsys.readouterr().err
     assert second.evidence == first.evidence

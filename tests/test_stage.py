@@ -20,8 +20,8 @@ from fexstack.errors import StageError
 from overlays import extract, fetch, safetree, staging
 from overlays.lockfile import Lock, LockedPackage
 from overlays.owners import Owners
-from overlays.stagerecord import StageRecord
 from overlays.stack import Repo
+from overlays.stagerecord import StageRecord
 from testkit.factory import Dir, Factory, File, Package, Symlink
 from tests.craft_rpm import Entry, craft, lock_of, locked
 
