@@ -193,6 +193,14 @@ def preload(digests: Iterable[str]) -> None:
         db.close()
 
 
+def not_elf(digests: Iterable[str]) -> None:
+    """Contents known not to be ELF (their maker saw the first bytes: the extraction
+    cache): remembered as a parse of them would be, so no file holding one is opened."""
+    for sha256 in digests:
+        if sha256 not in _BY_SHA:
+            _learn(sha256, None)
+
+
 def parse_many(files: Sequence[tuple[Path, str]]) -> None:
     """Parse the files whose content digest is known but whose facts are not (neither in
     this process nor in the store: call :func:`preload` first), in forked processes when

@@ -72,7 +72,8 @@ from overlays.safetree import BAD_PARTS, CREATE_FILE, OPEN_DIR, DirFds, write_al
 log = logging.getLogger("fexstack.extract")
 
 EXTRACTED = "extracted"
-FORMAT = 1
+ELF_MAGIC = b"\x7fELF"
+FORMAT = 2  # 2: the record lists which contents are ELF
 SCHEMA = "extracted"
 META = "meta.json"  # beside tree/
 
@@ -109,6 +110,7 @@ class ExtractedMeta:
     setuid: tuple[str, ...]  # files with the setuid or setgid bit
     caps_dropped: Mapping[str, str]  # path -> file capabilities the header asked for
     fifos: tuple[str, ...]
+    elf: frozenset[str] = frozenset()  # sha256 of the contents that start with the ELF magic
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -120,6 +122,7 @@ class ExtractedMeta:
             "setuid": list(self.setuid),
             "caps_dropped": dict(self.caps_dropped),
             "fifos": list(self.fifos),
+            "elf": sorted(self.elf),
         }
 
     def write(self, path: Path, *, durable: bool = True) -> None:
@@ -158,6 +161,7 @@ class ExtractedMeta:
             setuid=tuple(doc["setuid"]),
             caps_dropped=doc["caps_dropped"],
             fifos=tuple(doc["fifos"]),
+            elf=frozenset(doc["elf"]),
         )
 
 
@@ -301,6 +305,7 @@ class _Extraction:
         self.files: dict[str, dict[str, Any]] = {}
         self.dir_modes: dict[str, int] = {}
         self.digests: dict[str, str] = {}
+        self.elf: set[str] = set()  # sha256 of contents that start with the ELF magic
         self.header: dict[str, HeaderFile] = {}
         self.by_index: list[str] = []
         self.last_link: dict[int, int] = {}  # inode -> highest index of its hardlink set
@@ -522,10 +527,13 @@ class _Extraction:
             fd = os.open(name, CREATE_FILE, 0o600, dir_fd=parent)
         except FileExistsError as exc:
             raise self._error(path, "is written twice") from exc
+        elf = False
         try:
             remaining = entry.size
             while remaining:
                 chunk = reader.exact(min(CHUNK, remaining))
+                if remaining == entry.size:
+                    elf = chunk.startswith(ELF_MAGIC)
                 remaining -= len(chunk)
                 digest.update(chunk)
                 write_all(fd, chunk)
@@ -535,6 +543,8 @@ class _Extraction:
             os.close(fd)
         reader.align()
         self._check_digest(path, digest.hexdigest())
+        if elf:
+            self.elf.add(digest.hexdigest())
 
     def _write(self, path: str, data: bytes, mode: int) -> None:
         parent, name = self._parent(path)
@@ -673,4 +683,5 @@ class _Extraction:
             ),
             caps_dropped={p: f["caps_dropped"] for p, f in files.items() if "caps_dropped" in f},
             fifos=tuple(sorted(p for p, f in files.items() if f["type"] == "fifo")),
+            elf=frozenset(self.elf),
         )

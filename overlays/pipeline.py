@@ -11,7 +11,7 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fexstack import atomic, jsonio
 from fexstack.errors import StageError
@@ -20,6 +20,9 @@ from overlays.owners import Owners
 from overlays.project import Project
 from overlays.stack import Stack, load_stack
 from overlays.stagerecord import StageRecord
+
+if TYPE_CHECKING:
+    from overlays.extract import ExtractedMeta
 
 
 def starting(*outputs: Path, replaced: tuple[Path, ...] = ()) -> None:
@@ -221,12 +224,18 @@ def view_layers(project: Project, stack: Stack) -> list[Any]:
 
 
 def check(project: Project, name: str) -> None:
+    from invariants import elf
     from invariants.check import check_tree
     from invariants.report import raise_on_failure, write_report
 
     stack = stack_of(project, name)
     starting(project.invariants(name))
     owners = Owners.read(project.owners(name)).paths
+    digests = staged_digests(project, name, owners)
+    # The extraction saw every content's first bytes: the rest is not ELF, and no file
+    # that still has its staged digest is opened to look.
+    is_elf = staged_elf(project, name)
+    elf.not_elf(sha256 for sha256, _ in digests.values() if sha256 not in is_elf)
     report = check_tree(
         project.staging(name),
         stack.check_policy(),
@@ -234,7 +243,7 @@ def check(project: Project, name: str) -> None:
         view_layers=view_layers(project, stack),
         dropped=dropped_executables(project, name),
         name=name,
-        digests=staged_digests(project, name, owners),
+        digests=digests,
     )
     write_report(report, project.invariants(name))
     print(report.summary(), file=sys.stderr)
@@ -259,21 +268,17 @@ def dropped_executables(project: Project, name: str) -> list[dict[str, str]]:
     return rows
 
 
-def staged_digests(
-    project: Project, name: str, owners: Mapping[str, str]
-) -> dict[str, tuple[str, int]]:
-    """(sha256, size) of each staged file, from the meta.json of the extraction its owner's
-    RPM was staged from. The check and the image step rely on one only for a file of
-    that size whose mtime is still the stage step's 0; the image step's read-back then
-    compares the image's bytes with it."""
+def _staged_metas(project: Project, name: str) -> dict[str, ExtractedMeta]:
+    """The extraction records of the locked packages, by package name (one that is gone
+    or damaged is left out: the check then reads and hashes that package's files)."""
     from fexstack import paths
     from overlays.extract import META, ExtractedMeta, extracted_dir
 
-    files: dict[str, Mapping[str, Mapping[str, object]]] = {}
+    metas: dict[str, ExtractedMeta] = {}
     for pkg in read_lock(project, name).packages:
         meta_path = extracted_dir(paths.cache_dir(), pkg.sha256) / META
         if not meta_path.exists():
-            continue  # the cache entry is gone: the check reads and hashes those files
+            continue
         try:
             meta = ExtractedMeta.read(meta_path)
         except StageError as exc:
@@ -281,7 +286,23 @@ def staged_digests(
                   f"the check hashes {pkg.name}'s files", file=sys.stderr)
             continue
         if meta.rpm_sha256 == pkg.sha256:
-            files[pkg.name] = meta.files
+            metas[pkg.name] = meta
+    return metas
+
+
+def staged_elf(project: Project, name: str) -> frozenset[str]:
+    """The sha256 of every staged content the extraction saw start with the ELF magic."""
+    return frozenset().union(*(meta.elf for meta in _staged_metas(project, name).values()))
+
+
+def staged_digests(
+    project: Project, name: str, owners: Mapping[str, str]
+) -> dict[str, tuple[str, int]]:
+    """(sha256, size) of each staged file, from the meta.json of the extraction its owner's
+    RPM was staged from. The check and the image step rely on one only for a file of
+    that size whose mtime is still the stage step's 0; the image step's read-back then
+    compares the image's bytes with it."""
+    files = {package: meta.files for package, meta in _staged_metas(project, name).items()}
     origin = {  # installed path -> payload path (the extraction's meta.json has those)
         r["installed"]: r["original"] for r in stage_record(project, name).redirected
     }

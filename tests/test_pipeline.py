@@ -14,6 +14,7 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -380,3 +381,33 @@ def test_image_holds_what_the_packages_meant(built: ps.Project) -> None:
     run = built.doit("overlay:app")
     assert run.ran("stage:app") and run.ran("image:app"), run.output
     validate_against_manifest(built.image("app"), built.manifest("app"))
+
+
+def test_check_opens_only_the_elf_files(
+    built: ps.Project, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The extraction saw every staged content's first bytes; its record lists the ELF
+    ones, so the check (with an empty ELF facts store) opens no other staged file."""
+    from invariants import elf
+    from overlays import pipeline
+    from overlays.project import Project
+
+    built.write_stack("app", seeds={**SEEDS, "pipe-bulk": "its data"})
+    built.doit("overlay:app")
+    monkeypatch.setenv("FEXSTACK_CACHE", str(built.cache))
+    (built.cache / elf.STORE).unlink()
+    elf.clear_cache()
+    opened: list[str] = []
+    real = elf._open_elf
+
+    def spy(path: Path) -> Any:
+        opened.append(str(path))
+        return real(path)
+
+    monkeypatch.setattr(elf, "_open_elf", spy)
+    pipeline.check(Project(built.root), "app")
+    staging = str(built.build / "app" / "staging")
+    mine = sorted(p[len(staging):] for p in opened if p.startswith(staging))
+    report = jsonio.read(built.build / "app" / "invariants.json")
+    assert mine == sorted(report["elf"]) and len(mine) >= 3  # the pipe-* libraries
+    assert not [p for p in mine if p.startswith("/usr/share/pipe-bulk/")]

@@ -22,7 +22,7 @@ from overlays.lockfile import Lock, LockedPackage
 from overlays.owners import Owners
 from overlays.stack import Repo
 from overlays.stagerecord import StageRecord
-from testkit.factory import Dir, Factory, File, Package, Symlink
+from testkit.factory import Dir, Factory, File, Library, Package, Symlink
 from tests.craft_rpm import Entry, craft, lock_of, locked
 
 REPOS = {"test": Repo(id="test")}
@@ -721,3 +721,26 @@ def test_extraction_writes_without_fsync_other_records_with_it(
     assert done.fresh and synced == []
     jsonio.write(tmp_path / "record.json", {"a": 1})
     assert len(synced) == 1
+
+
+def test_extraction_record_lists_the_elf_contents(build: Build) -> None:
+    pkg = Package(
+        name="mixed",
+        contents=(
+            Library("libmixed.so.1"),
+            File("/usr/share/mixed/elf-lookalike", b"\x7fEL not quite\n"),
+            File("/usr/share/mixed/tiny", b"\x7f"),
+            File("/usr/share/mixed/empty", b""),
+        ),
+        autoreq=False,
+    )
+    build.stage(build.lock(pkg))
+    meta = extract.ExtractedMeta.read(
+        extract.extracted_dir(build.cache, build.entry(pkg).sha256) / extract.META
+    )
+    library = next(p for p in meta.files if p.endswith("libmixed.so.1") and
+                   meta.files[p]["type"] == "file")
+    assert meta.elf == {meta.files[library]["sha256"]}
+    assert jsonio.read(extract.extracted_dir(build.cache, build.entry(pkg).sha256)
+                       / extract.META)["elf"] == [meta.files[library]["sha256"]]
+    assert (build.staging() / library.lstrip("/")).read_bytes()[:4] == b"\x7fELF"
