@@ -11,7 +11,7 @@ import pytest
 
 from fexstack import jsonio
 from runner import native
-from runner.launch import run_app
+from runner.launch import RunResult, run_app
 from runner.options import RunOptions
 from runner.profile import Profile, build_profile
 from tests.test_muvm import write_manifest
@@ -89,19 +89,18 @@ def profile_for(layout: dict[str, object], deps: list[object]) -> Profile:
     )  # fmt: skip
 
 
+def run_layout_app(profile: Profile, layout: dict[str, object], evidence: Path) -> RunResult:
+    """Run the layout's program (its folder bound into the view) on ``profile``."""
+    options = RunOptions(command=[str(layout["app"])], binds=app_dir(layout),
+                         evidence_root=evidence, echo=False)
+    return run_app(profile, options)
+
+
 def test_program_loads_through_overlayfs_and_chroot(
     privileged: None, layout: dict[str, object], tmp_path: Path
 ) -> None:
     profile = profile_for(layout, [layout["one"]])
-    result = run_app(
-        profile,
-        RunOptions(
-            command=[str(layout["app"])],
-            binds=app_dir(layout),
-            evidence_root=tmp_path,
-            echo=False,
-        ),
-    )  # fmt: skip
+    result = run_layout_app(profile, layout, tmp_path)
     log = (result.evidence_dir / "run.log").read_text()
     assert result.outcome == "PASS", log
     assert "hello from libfoo one" in log
@@ -116,15 +115,7 @@ def test_missing_deps_layer_fails_with_the_loader_error(
     privileged: None, layout: dict[str, object], tmp_path: Path
 ) -> None:
     profile = profile_for(layout, [])
-    result = run_app(
-        profile,
-        RunOptions(
-            command=[str(layout["app"])],
-            binds=app_dir(layout),
-            evidence_root=tmp_path,
-            echo=False,
-        ),
-    )  # fmt: skip
+    result = run_layout_app(profile, layout, tmp_path)
     log = (result.evidence_dir / "run.log").read_text()
     assert result.outcome == "FAIL", log
     assert "error while loading shared libraries: libfoo.so.1" in log
@@ -136,26 +127,10 @@ def test_missing_deps_layer_fails_with_the_loader_error(
 def test_the_last_layer_wins(
     privileged: None, layout: dict[str, object], tmp_path: Path
 ) -> None:
-    first = run_app(
-        profile_for(layout, [layout["one"], layout["two"]]),
-        RunOptions(
-            command=[str(layout["app"])],
-            binds=app_dir(layout),
-            evidence_root=tmp_path,
-            echo=False,
-        ),
-    )  # fmt: skip
+    first = run_layout_app(profile_for(layout, [layout["one"], layout["two"]]), layout, tmp_path)
     text = (first.evidence_dir / "run.log").read_text()
     assert "hello from libfoo two" in text and "hello from libfoo one" not in text
-    second = run_app(
-        profile_for(layout, [layout["two"], layout["one"]]),
-        RunOptions(
-            command=[str(layout["app"])],
-            binds=app_dir(layout),
-            evidence_root=tmp_path,
-            echo=False,
-        ),
-    )  # fmt: skip
+    second = run_layout_app(profile_for(layout, [layout["two"], layout["one"]]), layout, tmp_path)
     text = (second.evidence_dir / "run.log").read_text()
     assert "hello from libfoo one" in text and "hello from libfoo two" not in text
 
