@@ -87,7 +87,7 @@ def test_real_schemas_compile_and_agree_on_mutated_documents() -> None:
     registered = {Path(p.__file__).parent / "schemas" for p in (invariants, overlays, runner)}
     assert registered <= set(jsonio.SCHEMA_DIRS)
     doc = json.loads(jsonio.dumps({
-        "format": 1, "rpm_sha256": "ab" * 32,
+        "format": 2, "rpm_sha256": "ab" * 32,
         "package": {"name": "x", "epoch": 0, "version": "1", "release": "1", "arch": "x86_64"},
         "files": {
             "/usr/lib64/libx.so.1": {"type": "file", "size": 3, "mode": 0o644,
@@ -97,6 +97,7 @@ def test_real_schemas_compile_and_agree_on_mutated_documents() -> None:
                            "setuid": True},
         },
         "ghosts": ["/var/log/x"], "setuid": ["/usr/bin/x"], "caps_dropped": {}, "fifos": [],
+        "elf": ["cd" * 32],
     }))
     check = schemacheck.compile_schema(jsonio.schema("extracted"))
     reference = jsonschema.Draft202012Validator(jsonio.schema("extracted"))
