@@ -195,10 +195,10 @@ def preload(digests: Iterable[str]) -> None:
 
 def not_elf(digests: Iterable[str]) -> None:
     """Contents known not to be ELF (their maker saw the first bytes: the extraction
-    cache): remembered as a parse of them would be, so no file holding one is opened."""
+    cache): no file holding one is opened or looked up. Not stored: whoever knows it
+    tells it again, and 30,000 rows written on every check would cost more than that."""
     for sha256 in digests:
-        if sha256 not in _BY_SHA:
-            _learn(sha256, None)
+        _BY_SHA.setdefault(sha256, None)
 
 
 def parse_many(files: Sequence[tuple[Path, str]]) -> None:
