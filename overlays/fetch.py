@@ -190,6 +190,25 @@ def fetch_lock(
     return result
 
 
+@dataclass(frozen=True)
+class FetchedRpm:
+    """One RPM the fetch step handed on, as its record lists it."""
+
+    name: str
+    sha256: str
+    size: int
+
+
+def fetched(record: Path) -> tuple[FetchedRpm, ...]:
+    """The RPMs in the fetch step's record (``build/<name>/fetch.json``), read validated:
+    the record's one reader (:func:`fetch_lock` its one writer)."""
+    doc = jsonio.read_record(
+        record, "fetch", error=FetchError, what="fetch record",
+        hint=f"run the fetch step again: doit fetch:{record.parent.name}",
+    )  # fmt: skip
+    return tuple(FetchedRpm(r["name"], r["sha256"], r["size"]) for r in doc["rpms"])
+
+
 def _keyrings(
     packages: list[LockedPackage], repos: Mapping[str, Repo], cache: Path
 ) -> dict[str, tuple[Path, signature.KeySet]]:

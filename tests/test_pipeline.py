@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from fexstack import buildlock, jsonio
+from fexstack.errors import FetchError
 from overlays.manifest import validate_against_manifest
 from testkit.factory import Factory, File, Package
 from tests import pipeline_support as ps
@@ -411,3 +412,27 @@ def test_check_opens_only_the_elf_files(
     report = jsonio.read(built.build / "app" / "invariants.json")
     assert mine == sorted(report["elf"]) and len(mine) >= 3  # the pipe-* libraries
     assert not [p for p in mine if p.startswith("/usr/share/pipe-bulk/")]
+
+
+def test_a_wiped_rpm_cache_fetches_again(built: ps.Project) -> None:
+    """fetch's up-to-date check reads the fetch record (its one reader) and looks for each
+    RPM it lists in the cache: one gone (or cut short) makes the step run again."""
+    from overlays.fetch import fetched, rpm_path
+
+    rpms = fetched(built.build / "app" / "fetch.json")
+    assert sorted(r.name for r in rpms) == ["pipe-a", "pipe-b", "pipe-c"]
+    assert built.doit("overlay:app").executed == []
+    rpm_path(built.cache, rpms[0].sha256).unlink()
+    run = built.doit("overlay:app")
+    assert run.ran("fetch:app"), run.output
+    assert rpm_path(built.cache, rpms[0].sha256).stat().st_size == rpms[0].size
+    with rpm_path(built.cache, rpms[1].sha256).open("r+b") as fh:
+        fh.truncate(rpms[1].size - 1)
+    assert built.doit("overlay:app").ran("fetch:app")
+    record = built.build / "app" / "fetch.json"
+    record.write_text("{}")
+    with pytest.raises(FetchError) as err:
+        fetched(record)
+    assert str(record) in err.value.message and "fetch schema" in err.value.message
+    assert err.value.hint == "run the fetch step again: doit fetch:app"
+    assert built.doit("overlay:app").ran("fetch:app")  # a damaged record: fetch again

@@ -113,3 +113,24 @@ def test_real_schemas_compile_and_agree_on_mutated_documents() -> None:
     assert [check(d) for d in dropped] == [reference.is_valid(d) for d in dropped] == [False] * 3
     for name in ("extracted", "owners", "stage", "manifest", "invariants", "run-report"):
         assert callable(schemacheck.compile_schema(jsonio.schema(name))), name
+
+
+def test_every_shipped_schema_is_valid_against_the_metaschema() -> None:
+    """Loading a schema does not check it (that costs every no-op build a tenth of a
+    second): this does, for every schema of every package, and a broken one fails."""
+    import invariants
+    import overlays
+    import runner
+    import tasks
+
+    folders = {Path(p.__file__).parent / "schemas" for p in (invariants, overlays, runner, tasks)}
+    assert folders <= set(jsonio.SCHEMA_DIRS)
+    paths = sorted(p for folder in jsonio.SCHEMA_DIRS for p in folder.glob("*.schema.json"))
+    assert len(paths) >= 25
+    for path in paths:
+        loaded = json.loads(path.read_text())
+        jsonschema.Draft202012Validator.check_schema(loaded)
+        assert jsonio.schema(path.name.removesuffix(".schema.json")) == loaded
+    broken = {"type": "object", "properties": {"x": {"type": "strnig"}}}
+    with pytest.raises(jsonschema.SchemaError):
+        jsonschema.Draft202012Validator.check_schema(broken)
