@@ -134,11 +134,9 @@ class ExtractedMeta:
         stage, check and image steps of one build each read every one: this process
         reads and validates each file once, as long as its (device, inode, size, mtime,
         ctime) stays the same (any write moves the ctime)."""
-        try:
-            st = os.stat(path)
-        except OSError:
+        key = _identity(path)
+        if key is None:
             return cls._parse(path)  # which says what is wrong with it
-        key = (os.fspath(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
         known = _READ.get(key)
         if known is None:
             known = _READ[key] = cls._parse(path)
@@ -165,7 +163,25 @@ class ExtractedMeta:
         )
 
 
-_READ: dict[tuple[str, int, int, int, int, int], ExtractedMeta] = {}  # see ExtractedMeta.read
+FileIdentity = tuple[str, int, int, int, int, int]  # path, device, inode, size, mtime, ctime
+_READ: dict[FileIdentity, ExtractedMeta] = {}  # see ExtractedMeta.read
+
+
+def _identity(path: Path) -> FileIdentity | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (os.fspath(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def remember(done: Extracted) -> None:
+    """Let :meth:`ExtractedMeta.read` in this process hand out the record another process
+    (a stage worker) read and validated, or wrote, for ``done``: its file is identified as
+    it is now, so a record rewritten since is read again."""
+    key = _identity(done.tree.parent / META)
+    if key is not None:
+        _READ[key] = done.meta
 
 
 @dataclass(frozen=True)

@@ -229,6 +229,7 @@ def _extract_all(
         try:
             for pkg in packages:
                 done[pkg.name] = futures[pkg.name].result()
+                extract.remember(done[pkg.name])  # the check and image steps read them
         except BrokenProcessPool as exc:
             pool.shutdown(cancel_futures=True)
             raise StageError(

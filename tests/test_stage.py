@@ -744,3 +744,29 @@ def test_extraction_record_lists_the_elf_contents(build: Build) -> None:
     assert jsonio.read(extract.extracted_dir(build.cache, build.entry(pkg).sha256)
                        / extract.META)["elf"] == [meta.files[library]["sha256"]]
     assert (build.staging() / library.lstrip("/")).read_bytes()[:4] == b"\x7fELF"
+
+
+def test_records_read_by_stage_workers_are_not_read_again(
+    build: Build, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The stage step extracts (or audits) in worker processes; the check and image steps
+    then read every package's record in the parent: it hands out what the workers read."""
+    lock = build.lock(LIBFOO, FOOTOOL, extra("one"))
+    build.stage(lock)  # extracted
+    extract._READ.clear()
+    parsed: list[Path] = []
+    real = extract.ExtractedMeta._parse.__func__
+
+    def counting(cls: type[extract.ExtractedMeta], path: Path) -> extract.ExtractedMeta:
+        parsed.append(path)
+        return real(cls, path)
+
+    monkeypatch.setattr(extract.ExtractedMeta, "_parse", classmethod(counting))
+    result = build.stage(lock)  # reused: audited in the workers
+    assert result.reused == ("foo-tools", "libfoo", "one") and staging._processes(4, 3) > 1
+    assert parsed == []  # nothing read here: the workers did
+    for pkg in lock.packages:
+        meta = extract.ExtractedMeta.read(
+            extract.extracted_dir(build.cache, pkg.sha256) / extract.META)
+        assert meta.rpm_sha256 == pkg.sha256
+    assert parsed == []  # handed out from what the workers returned
