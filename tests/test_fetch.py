@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import re
 import shutil
 import threading
@@ -248,6 +249,27 @@ def test_damaged_cache_file_is_fetched_again(factory: Factory, tmp_path: Path) -
     cached.write_bytes(bytes(damaged))  # same size, different bytes
     again = fetch.fetch_lock(lock, repos=repos, cache=cache, record=None, progress=io.StringIO())
     assert again.downloaded == ("rot0",)
+    assert cached.read_bytes() == rpm.read_bytes()
+
+
+def test_downloads_are_not_fsynced_and_a_cut_short_one_is_fetched_again(
+    factory: Factory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The RPM cache checks size and sha256 before every use, so it costs no fsync: a file a
+    crash left short (or empty) is fetched again, never handed on."""
+    cache = tmp_path / "cache"
+    rpm = factory.rpm(pkgs("nosync", 1)[0])
+    lock = lock_of([locked("nosync0", rpm, repo="local")])
+    repos = {"local": Repo(id="local", baseurl=(rpm.parent.as_uri(),))}
+    synced: list[int] = []
+    real = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real(fd))[1])
+    first = fetch.fetch_lock(lock, repos=repos, cache=cache, record=None, progress=io.StringIO())
+    assert first.downloaded == ("nosync0",) and synced == []
+    cached = fetch.rpm_path(cache, lock.packages[0].sha256)
+    cached.write_bytes(b"")  # what a crash right after the rename can leave
+    again = fetch.fetch_lock(lock, repos=repos, cache=cache, record=None, progress=io.StringIO())
+    assert again.downloaded == ("nosync0",)
     assert cached.read_bytes() == rpm.read_bytes()
 
 
