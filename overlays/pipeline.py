@@ -231,19 +231,19 @@ def check(project: Project, name: str) -> None:
     stack = stack_of(project, name)
     starting(project.invariants(name))
     owners = Owners.read(project.owners(name)).paths
-    digests = staged_digests(project, name, owners)
+    record = stage_record(project, name)
+    content = staged(read_lock(project, name), record, owners)
     # The extraction saw every content's first bytes: the rest is not ELF, and no file
     # that still has its staged digest is opened to look.
-    is_elf = staged_elf(project, name)
-    elf.not_elf(sha256 for sha256, _ in digests.values() if sha256 not in is_elf)
+    elf.not_elf(sha256 for sha256, _ in content.digests.values() if sha256 not in content.elf)
     report = check_tree(
         project.staging(name),
         stack.check_policy(),
         owners=owners,
         view_layers=view_layers(project, stack),
-        dropped=dropped_executables(project, name),
+        dropped=dropped_executables(record),
         name=name,
-        digests=digests,
+        digests=content.digests,
     )
     write_report(report, project.invariants(name))
     print(report.summary(), file=sys.stderr)
@@ -255,11 +255,11 @@ def stage_record(project: Project, name: str) -> StageRecord:
     return StageRecord.read(project.record(name, "stage"))
 
 
-def dropped_executables(project: Project, name: str) -> list[dict[str, str]]:
+def dropped_executables(record: StageRecord) -> list[dict[str, str]]:
     """The stage step's dropped tool executables, each with what the host has there."""
     from overlays.hostpkgs import providers
 
-    rows = [dict(r) for r in stage_record(project, name).dropped]
+    rows = [dict(r) for r in record.dropped]
     programs = sorted({r["path"] for r in rows if r["type"] != "dir"})
     host = providers(programs)
     for row in rows:
@@ -268,14 +268,14 @@ def dropped_executables(project: Project, name: str) -> list[dict[str, str]]:
     return rows
 
 
-def _staged_metas(project: Project, name: str) -> dict[str, ExtractedMeta]:
+def _staged_metas(lock: lockfile.Lock) -> dict[str, ExtractedMeta]:
     """The extraction records of the locked packages, by package name (one that is gone
     or damaged is left out: the check then reads and hashes that package's files)."""
     from fexstack import paths
     from overlays.extract import META, ExtractedMeta, extracted_dir
 
     metas: dict[str, ExtractedMeta] = {}
-    for pkg in read_lock(project, name).packages:
+    for pkg in lock.packages:
         meta_path = extracted_dir(paths.cache_dir(), pkg.sha256) / META
         if not meta_path.exists():
             continue
@@ -290,21 +290,23 @@ def _staged_metas(project: Project, name: str) -> dict[str, ExtractedMeta]:
     return metas
 
 
-def staged_elf(project: Project, name: str) -> frozenset[str]:
-    """The sha256 of every staged content the extraction saw start with the ELF magic."""
-    return frozenset().union(*(meta.elf for meta in _staged_metas(project, name).values()))
+@dataclass(frozen=True)
+class StagedContent:
+    """What the extraction records say of the staged files (see :func:`staged`)."""
+
+    digests: dict[str, tuple[str, int]]  # staged file -> (sha256, size)
+    elf: frozenset[str]  # sha256 of every content that starts with the ELF magic
 
 
-def staged_digests(
-    project: Project, name: str, owners: Mapping[str, str]
-) -> dict[str, tuple[str, int]]:
-    """(sha256, size) of each staged file, from the meta.json of the extraction its owner's
-    RPM was staged from. The check and the image step rely on one only for a file of
-    that size whose mtime is still the stage step's 0; the image step's read-back then
-    compares the image's bytes with it."""
-    files = {package: meta.files for package, meta in _staged_metas(project, name).items()}
+def staged(lock: lockfile.Lock, record: StageRecord, owners: Mapping[str, str]) -> StagedContent:
+    """(sha256, size) of each staged file, from the extraction record of the RPM its owner
+    was staged from, and which contents are ELF. The check and the image step rely on a
+    digest only for a file of that size whose mtime is still the stage step's 0; the
+    image step's read-back then compares the image's bytes with it."""
+    metas = _staged_metas(lock)
+    files = {package: meta.files for package, meta in metas.items()}
     origin = {  # installed path -> payload path (the extraction's meta.json has those)
-        r["installed"]: r["original"] for r in stage_record(project, name).redirected
+        r["installed"]: r["original"] for r in record.redirected
     }
     out: dict[str, tuple[str, int]] = {}
     for path, package in owners.items():
@@ -313,7 +315,7 @@ def staged_digests(
             sha256, size = entry.get("sha256"), entry.get("size")
             if isinstance(sha256, str) and isinstance(size, int):
                 out[path] = (sha256, size)
-    return out
+    return StagedContent(out, frozenset().union(*(meta.elf for meta in metas.values())))
 
 
 def image(project: Project, name: str) -> None:
@@ -329,10 +331,10 @@ def image(project: Project, name: str) -> None:
     starting(project.manifest(name), project.image(name))
     # The image's identity (and so its UUID) comes from its content, never from where the
     # clone, the cache or the repositories live.
-    staged = stage_record(project, name)
+    staged_record = stage_record(project, name)
     install = {
-        "redirected": [dict(r) for r in staged.redirected],
-        "dropped": [dict(r) for r in staged.dropped],
+        "redirected": [dict(r) for r in staged_record.redirected],
+        "dropped": [dict(r) for r in staged_record.dropped],
         "caches": caches_step.read(project.step_dir(name)),
     }
     content = identity(lock_data.packages, stack.compression, install=install)
@@ -342,7 +344,7 @@ def image(project: Project, name: str) -> None:
         project.image(name),
         compression=stack.compression,
         uuid_seed=content.digest,
-        known=staged_digests(project, name, owners),  # the tree is not hashed again
+        known=staged(lock_data, staged_record, owners).digests,  # the tree is not hashed again
     )
     base = stack.base.image
     write_manifest(
