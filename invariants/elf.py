@@ -41,7 +41,7 @@ from elftools.elf.dynamic import DynamicSegment
 from elftools.elf.elffile import ELFFile
 from elftools.elf.segments import InterpSegment
 
-from fexstack import paths
+from fexstack import cores, paths
 
 log = logging.getLogger("fexstack.elf")
 
@@ -228,9 +228,7 @@ def parse_many(files: Sequence[tuple[Path, str]]) -> None:
 
 def _processes(jobs: int) -> int:
     """How many parsing processes for ``jobs`` files: 1 means parsing here."""
-    if jobs < PARALLEL_MIN or multiprocessing.current_process().daemon:
-        return 1
-    return max(1, min(PARALLEL_MAX, len(os.sched_getaffinity(0))))
+    return 1 if jobs < PARALLEL_MIN else cores.processes(PARALLEL_MAX, jobs)
 
 
 def _parse_chunk(chunk: Sequence[tuple[str, str]]) -> list[tuple[str, ElfFacts | None]]:

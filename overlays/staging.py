@@ -56,7 +56,7 @@ from pathlib import Path
 from typing import Any
 
 import fexstack
-from fexstack import atomic, paths
+from fexstack import atomic, cores, paths
 from fexstack.errors import StageError
 from invariants.view import View
 from overlays import extract, payload, safetree
@@ -202,9 +202,7 @@ def _extract_one(pkg: LockedPackage, cache: Path) -> extract.Extracted:
 
 def _processes(workers: int, jobs: int) -> int:
     """How many extraction processes: 1 means extracting here, without a pool."""
-    if multiprocessing.current_process().daemon:  # daemonic processes cannot have children
-        return 1
-    return max(1, min(workers, len(os.sched_getaffinity(0)), jobs))
+    return cores.processes(workers, jobs)
 
 
 def _extract_all(
