@@ -65,6 +65,7 @@ from overlays.install import InstallRoot, executable_dir
 from overlays.lockfile import Lock, LockedPackage
 from overlays.owners import Owners
 from overlays.stagerecord import StageRecord
+from overlays.treescan import KINDS
 
 log = logging.getLogger("fexstack.stage")
 
@@ -424,7 +425,7 @@ def _write_tree(
 class _Old:
     """One entry of the tree the previous stage left: its type, inode and link target."""
 
-    kind: str  # dir, file, symlink or other
+    kind: str  # a type name of overlays.treescan.KINDS (dir, file, symlink, fifo...)
     inode: tuple[int, int]  # (st_dev, st_ino)
     target: str | None = None
 
@@ -440,18 +441,13 @@ def _previous(root: Path) -> dict[str, _Old]:
             for entry in entries:
                 path = f"{prefix}/{entry.name}"
                 st = entry.stat(follow_symlinks=False)
-                inode = (st.st_dev, st.st_ino)
-                if stat.S_ISDIR(st.st_mode):
-                    found[path] = _Old("dir", inode)
+                kind = KINDS.get(stat.S_IFMT(st.st_mode), "other")
+                target = os.readlink(entry.path) if kind == "symlink" else None
+                found[path] = _Old(kind, (st.st_dev, st.st_ino), target)
+                if kind == "dir":
                     pending.append((entry.path, path))
                     if st.st_mode & 0o700 != 0o700:  # e.g. 0555: writable again until the
                         os.chmod(entry.path, 0o700, follow_symlinks=False)  # modes are set
-                elif stat.S_ISREG(st.st_mode):
-                    found[path] = _Old("file", inode)
-                elif stat.S_ISLNK(st.st_mode):
-                    found[path] = _Old("symlink", inode, os.readlink(entry.path))
-                else:
-                    found[path] = _Old("other", inode)
     return found
 
 
