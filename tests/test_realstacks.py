@@ -368,3 +368,36 @@ def test_thin_gstreamer_appimage_reaches_the_runner_and_passes(
     program = f"{report['extraction']['appdir']}/usr/bin/gst-launch-1.0"
     needs = {r["soname"]: r["path"] for r in found_needs["files"][program]["needs"]}
     assert needs["libgstreamer-1.0.so.0"] is not None
+
+
+@pytest.mark.realworld
+def test_real_stack_rebuilt_in_place_gives_the_cold_build_bytes_once_put_back(
+    trixie: RealProject,
+) -> None:
+    """A seed added to a built real stack: the stage step brings the staging tree up to date
+    (the real packages' files stay, only the new ones are linked), the check passes, and
+    with the seed removed again the image has the first cold build's bytes."""
+    cold = trixie.manifest("gst")["image"]["sha256"]
+    before = trixie.record("gst", "stage.json")
+    try:
+        trixie.write("gst", stack_toml(trixie.found, "GStreamer core, base and good plugins",
+                                       {**GST, "libsecret-1-0": "a seed added later"}))
+        run = trixie.doit("overlay:gst")
+        assert run.ran("stage:gst") and run.ran("image:gst"), run.output
+        added = trixie.record("gst", "stage.json")
+        linked = added["hardlinked"] + added["copied"]
+        assert added["files"] > before["files"] and 0 < linked < added["kept"]
+        assert added["kept"] >= before["files"] - 20  # all but what the caches pass rewrote
+        _assert_clean(trixie, "gst")
+        assert "libsecret-1-0" in _locked(trixie, "gst")
+        assert trixie.manifest("gst")["image"]["sha256"] != cold
+    finally:
+        trixie.write("gst", stack_toml(trixie.found, "GStreamer core, base and good plugins",
+                                       GST))
+        trixie.doit("overlay:gst")
+    back = trixie.record("gst", "stage.json")
+    assert back["removed"] > 0 and back["kept"] > 0
+    assert (back["files"], back["symlinks"], back["dirs"]) == (
+        before["files"], before["symlinks"], before["dirs"])
+    _assert_clean(trixie, "gst")
+    assert trixie.manifest("gst")["image"]["sha256"] == cold
