@@ -12,9 +12,11 @@ purpose.
 
 Cost: the scratch folder is in a tmpfs (``$XDG_RUNTIME_DIR``, else ``/dev/shm``) when one
 has room for the unpacked image, since creating 30,000 files on a disk can take many
-seconds; otherwise beside the image. Files are hashed in threads (hashlib and reads
-release the GIL). The staged tree can be scanned while mkfs.erofs runs and re-scanned
-after it (:func:`scan` with ``previous``), re-reading only files whose lstat facts changed.
+seconds; otherwise beside the image. The image's files (mounted or extracted) are listed
+and hashed in a child process that forks hashing processes (:mod:`overlays.imagemount`);
+the staged tree's, when it must be read, in threads. The staged tree can be scanned while
+mkfs.erofs runs and re-scanned after it (:func:`scan` with ``previous``), re-reading only
+files whose lstat facts changed.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from pathlib import Path
 
 from fexstack import atomic, command
 from fexstack.errors import FexstackError, ImageError
+from overlays import imagemount
 from overlays.treescan import (  # the tree listing, used here and re-exported
     Entry,
     Listing,
@@ -236,8 +239,6 @@ def list_image(
     """
     method = method or readback_method()
     if method in ("auto", "mount"):
-        from overlays import imagemount  # it builds on this module's scan()
-
         try:
             return imagemount.list_mounted(image, jobs=jobs)
         except imagemount.Unavailable:
@@ -246,7 +247,7 @@ def list_image(
     with scratch_dir(near or image, room=room) as tmp:
         root = tmp / "root"
         extract(image, root)
-        return scan(root, jobs=jobs).entries
+        return imagemount.list_in_child(root, jobs=jobs)
 
 
 def verify_image(

@@ -1,23 +1,28 @@
 """Listing a tree for the read-back: every path's type, mode, size, link target and
-sha256 (files hashed in threads), and re-scans that hash only what changed."""
+sha256 (files hashed in threads or forked processes while the walk goes on), and re-scans
+that hash only what changed."""
 
 from __future__ import annotations
 
 import hashlib
+import multiprocessing
 import os
 import stat
 import time
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fexstack import cores
 from fexstack.errors import ImageError
 
 # Hashing threads: reads and sha256 release the GIL; more than 4 gains nothing here.
 HASH_JOBS = max(1, min(4, os.cpu_count() or 1))
-HASH_BATCH = 64  # files per task handed to a hashing thread
+HASH_BATCH = 64  # files per task handed to a hashing worker
+HASH_BATCH_BYTES = 8 << 20  # ... or fewer files holding this many bytes
 SMALL_FILE = 1 << 20  # files up to this size are read in one call
 # A file whose ctime is this close to (or after) the start of the scan that hashed it is
 # hashed again by a re-scan: a change in the same clock tick could leave its lstat equal.
@@ -115,18 +120,97 @@ def _hash_batch(batch: Sequence[tuple[str, str, int]]) -> list[tuple[str, str]]:
     return done
 
 
-def _hash_all(todo: Sequence[tuple[str, str, int]], jobs: int) -> dict[str, str]:
-    """``{path: sha256}`` of ``todo`` (path, full path, size), hashed in ``jobs`` threads.
+def _hash_batch_in_worker(
+    batch: Sequence[tuple[str, str, int]],
+) -> tuple[list[tuple[str, str]], tuple[str, str | None] | None]:
+    """:func:`_hash_batch` in a worker process: an error comes back as (message, hint),
+    which pickling an exception would lose."""
+    try:
+        return _hash_batch(batch), None
+    except ImageError as exc:
+        return [], (exc.message, exc.hint)
 
-    hashlib and file reads release the GIL, so threads overlap on the bytes; the files are
-    dealt out in batches (largest first) so that thread hand-over costs little per file.
-    """
-    if jobs <= 1 or len(todo) < 2 * HASH_BATCH:
-        return dict(_hash_batch(todo))
-    ordered = sorted(todo, key=lambda t: -t[2])
-    batches = [ordered[i : i + HASH_BATCH] for i in range(0, len(ordered), HASH_BATCH)]
-    with ThreadPoolExecutor(jobs, thread_name_prefix="fexstack-hash") as pool:
-        return {path: digest for done in pool.map(_hash_batch, batches) for path, digest in done}
+
+class _Hashing:
+    """Regular files hashed while the walk goes on: handed out in batches (:data:`HASH_BATCH`
+    files or :data:`HASH_BATCH_BYTES`, whichever comes first) to ``jobs`` threads, or to
+    ``jobs`` forked processes when ``processes`` (the caller must be single-threaded:
+    Python's per-file work holds the GIL, so threads share one core for it). Fewer than
+    two batches in all are hashed here, without workers."""
+
+    def __init__(self, jobs: int, processes: bool) -> None:
+        self.jobs = jobs
+        self.processes = processes
+        self.batch: list[tuple[str, str, int]] = []
+        self.batch_bytes = 0
+        self.waiting: list[list[tuple[str, str, int]]] = []
+        self.pool: Executor | None = None
+        self.futures: list[Future[Any]] = []
+
+    def add(self, path: str, full: str, size: int) -> None:
+        self.batch.append((path, full, size))
+        self.batch_bytes += size
+        if len(self.batch) >= HASH_BATCH or self.batch_bytes >= HASH_BATCH_BYTES:
+            self._hand_over()
+
+    def _hand_over(self) -> None:
+        batch, self.batch, self.batch_bytes = self.batch, [], 0
+        if self.pool is None:
+            self.waiting.append(batch)
+            if self.jobs <= 1 or len(self.waiting) < 2:
+                return
+            self.pool = self._start()
+            waiting, self.waiting = self.waiting, []
+            for earlier in waiting:
+                self._submit(earlier)
+            return
+        self._submit(batch)
+
+    def _start(self) -> Executor:
+        if self.processes:
+            workers = cores.processes(self.jobs, self.jobs)
+            if workers > 1:
+                context = multiprocessing.get_context("fork")
+                return ProcessPoolExecutor(workers, mp_context=context)
+        return ThreadPoolExecutor(self.jobs, thread_name_prefix="fexstack-hash")
+
+    def _submit(self, batch: list[tuple[str, str, int]]) -> None:
+        assert self.pool is not None
+        work = _hash_batch_in_worker if self.processes else _hash_batch
+        self.futures.append(self.pool.submit(work, batch))
+
+    def digests(self) -> dict[str, str]:
+        """``{path: sha256}`` of every file added."""
+        if self.pool is None:
+            rest = [f for batch in self.waiting for f in batch] + self.batch
+            return dict(_hash_batch(rest))
+        if self.batch:
+            self._submit(self.batch)
+            self.batch = []
+        found: dict[str, str] = {}
+        try:
+            for future in self.futures:
+                result = future.result()
+                if self.processes:
+                    done, error = result
+                    if error is not None:
+                        raise ImageError(*error)
+                else:
+                    done = result
+                found.update(done)
+        except BrokenProcessPool as exc:
+            raise ImageError(
+                f"a process hashing files died: {exc}",
+                "re-run the step; if it fails again, check the kernel log (out of memory?)",
+            ) from exc
+        finally:
+            self.close()
+        return found
+
+    def close(self) -> None:
+        """Stop the workers (at once: work not yet started is dropped)."""
+        if self.pool is not None:
+            self.pool.shutdown(cancel_futures=True)
 
 
 def _signature(st: os.stat_result) -> Signature:
@@ -139,8 +223,11 @@ def scan(
     previous: Listing | None = None,
     jobs: int | None = None,
     known: Mapping[str, tuple[str, int]] | None = None,
+    processes: bool = False,
 ) -> Listing:
-    """List ``root`` like :func:`list_tree`, hashing regular files in ``jobs`` threads.
+    """List ``root`` like :func:`list_tree`, hashing regular files in ``jobs`` threads
+    (forked processes with ``processes``, for a caller with no other thread: see
+    :class:`_Hashing`) while the walk goes on.
 
     With ``previous`` (an earlier scan of the same tree), a file whose lstat facts (device,
     inode, type and mode, size, mtime and ctime to the nanosecond) are unchanged keeps its
@@ -161,24 +248,13 @@ def scan(
         raise ImageError(f"{root}: not a directory", "run the stage step first") from exc
     if not stat.S_ISDIR(st_root.st_mode):
         raise ImageError(f"{root}: not a directory", "run the stage step first")
-    found: list[tuple[str, str, os.stat_result]] = [("/", top, st_root)]
-    stack: list[tuple[str, str]] = [("", top)]
-    while stack:
-        prefix, folder = stack.pop()
-        with os.scandir(folder) as it:
-            children = [(e.name, e.path, e.stat(follow_symlinks=False)) for e in it]
-        for name, full, st in children:
-            _check_name(full, name)
-            path = f"{prefix}/{name}"
-            found.append((path, full, st))
-            if stat.S_ISDIR(st.st_mode):
-                stack.append((path, full))
     reuse_before = previous.started_ns - RACY_NS if previous is not None else 0
     entries: dict[str, Entry] = {}
     stats: dict[str, Signature] = {}
-    todo: list[tuple[str, str, int]] = []
-    modes: dict[str, int] = {}
-    for path, full, st in found:
+    hashing = _Hashing(jobs if jobs is not None else HASH_JOBS, processes)
+    hashed: list[tuple[str, int, int]] = []  # path, mode, size of the files being hashed
+
+    def add(path: str, full: str, st: os.stat_result) -> None:
         fmt = stat.S_IFMT(st.st_mode)
         kind = KINDS.get(fmt)
         if kind is None:
@@ -199,17 +275,32 @@ def scan(
             ):
                 entries[path] = old
             else:
-                todo.append((path, full, st.st_size))
-                modes[path] = mode
+                hashing.add(path, full, st.st_size)
+                hashed.append((path, mode, st.st_size))
         elif kind == "symlink":
             target = os.readlink(full)
             entries[path] = Entry(path, kind, mode, len(os.fsencode(target)), target=target)
         else:
             entries[path] = Entry(path, kind, mode, 0)
-    if todo:
-        digests = _hash_all(todo, jobs if jobs is not None else HASH_JOBS)
-        for path, _full, size in todo:
-            entries[path] = Entry(path, "file", modes[path], size, sha256=digests[path])
+
+    try:
+        add("/", top, st_root)
+        stack: list[tuple[str, str]] = [("", top)]
+        while stack:
+            prefix, folder = stack.pop()
+            with os.scandir(folder) as it:
+                children = [(e.name, e.path, e.stat(follow_symlinks=False)) for e in it]
+            for name, full, st in children:
+                _check_name(full, name)
+                path = f"{prefix}/{name}"
+                add(path, full, st)
+                if stat.S_ISDIR(st.st_mode):
+                    stack.append((path, full))
+        digests = hashing.digests()
+    finally:
+        hashing.close()
+    for path, mode, size in hashed:
+        entries[path] = Entry(path, "file", mode, size, sha256=digests[path])
     return Listing(dict(sorted(entries.items())), stats, started)
 
 

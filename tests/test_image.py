@@ -429,6 +429,114 @@ def test_parallel_hashing_matches_one_thread(tmp_path: Path) -> None:
     assert one["/f7"].sha256 == hashlib.sha256((tree / "f7").read_bytes()).hexdigest()
 
 
+def test_hashing_in_forked_processes_matches_one_thread(tmp_path: Path) -> None:
+    tree = tmp_path / "many"
+    tree.mkdir()
+    rng = random.Random(4)
+    for i in range(400):  # several batches of HASH_BATCH files: the workers start
+        (tree / f"d{i % 7}").mkdir(exist_ok=True)
+        (tree / f"d{i % 7}" / f"f{i}").write_bytes(rng.randbytes(rng.randint(0, 20_000)))
+    (tree / "big").write_bytes(big_bytes(treescan.HASH_BATCH_BYTES + 5))  # a batch by itself
+    (tree / "link").symlink_to("d1/f1")
+    one = treescan.scan(tree, jobs=1).entries
+    assert treescan.scan(tree, jobs=2, processes=True).entries == one
+    assert treescan.scan(tree, jobs=2).entries == one
+    big = big_bytes(treescan.HASH_BATCH_BYTES + 5)
+    assert one["/big"].sha256 == hashlib.sha256(big).hexdigest()
+    assert one["/link"].target == "d1/f1"
+
+
+def test_a_hashing_process_names_the_file_it_cannot_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import multiprocessing
+
+    tree = tmp_path / "many"
+    tree.mkdir()
+    for i in range(300):
+        (tree / f"f{i:03}").write_bytes(b"x" * i)
+    real = treescan.hash_file
+
+    def refusing(full: str, size: int) -> str:  # runs in the forked workers
+        if full.endswith("/f150"):
+            raise PermissionError(13, "Permission denied")
+        return real(full, size)
+
+    monkeypatch.setattr(treescan, "hash_file", refusing)
+    with pytest.raises(ImageError) as err:
+        treescan.scan(tree, jobs=2, processes=True)
+    assert err.value.message == f"{tree}/f150: cannot read it to hash it: Permission denied"
+    assert err.value.hint == "the tree changed while it was read; re-run the step"
+
+    def dying(full: str, size: int) -> str:
+        os._exit(3)
+
+    monkeypatch.setattr(treescan, "hash_file", dying)
+    with pytest.raises(ImageError, match="a process hashing files died"):
+        treescan.scan(tree, jobs=2, processes=True)
+    assert multiprocessing.active_children() == []
+
+
+def test_a_failed_walk_stops_the_hashing_processes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import multiprocessing
+
+    tree = tmp_path / "many"
+    (tree / "a" / "z").mkdir(parents=True)
+    for i in range(300):
+        (tree / "a" / f"f{i}").write_bytes(b"y" * i)
+    (tree / "a" / "z" / os.fsdecode(b"bad\xff")).write_bytes(b"")  # met after a/'s files
+    started: list[object] = []
+    real = treescan._Hashing._start
+
+    def start(self: treescan._Hashing) -> object:
+        started.append(real(self))
+        return started[-1]
+
+    monkeypatch.setattr(treescan._Hashing, "_start", start)
+    with pytest.raises(ImageError, match="file name is not valid UTF-8"):
+        treescan.scan(tree, jobs=2, processes=True)
+    assert len(started) == 1  # the workers were busy when the walk failed
+    assert multiprocessing.active_children() == []
+
+
+def test_the_listing_child_lists_a_tree(tmp_path: Path) -> None:
+    from overlays import imagemount
+
+    tree = make_tree(tmp_path / "t")
+    assert imagemount.list_in_child(tree, jobs=2) == treescan.list_tree(tree)
+    gone = tmp_path / "gone"
+    with pytest.raises(ImageError) as err:
+        imagemount.list_in_child(gone)
+    assert err.value.message == f"{gone}: cannot list the extracted image: {gone}: not a directory"
+
+
+def mounted_anywhere(needle: str) -> list[str]:
+    """Lines of any process's mountinfo naming ``needle`` (every mount namespace)."""
+    found: list[str] = []
+    for info in Path("/proc").glob("[0-9]*/mountinfo"):
+        try:
+            text = info.read_text()
+        except OSError:  # the process ended meanwhile
+            continue
+        found += [line for line in text.splitlines() if needle in line]
+    return found
+
+
+def test_the_kernel_readback_mount_ends_soon_after(tmp_path: Path, privileged: None) -> None:
+    from overlays import imagemount
+
+    tree = make_tree(tmp_path / "t")
+    info = build_image(tree, tmp_path / "demo.erofs", uuid_seed=SEED)
+    assert imagemount.list_mounted(info.path) == treescan.list_tree(tree)
+    # The answer came while a copy of the child still held the mount; it lets go at once.
+    deadline = time.monotonic() + 10
+    while mounted_anywhere(str(tmp_path)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert mounted_anywhere(str(tmp_path)) == []
+
+
 def mounts_under(folder: Path) -> list[str]:
     text = Path("/proc/self/mountinfo").read_text()
     return [line for line in text.splitlines() if str(folder) in line]
