@@ -134,3 +134,39 @@ def test_every_shipped_schema_is_valid_against_the_metaschema() -> None:
     broken = {"type": "object", "properties": {"x": {"type": "strnig"}}}
     with pytest.raises(jsonschema.SchemaError):
         jsonschema.Draft202012Validator.check_schema(broken)
+
+
+def test_jsonschema_is_imported_only_to_explain_a_refused_document(tmp_path: Path) -> None:
+    """A valid record is checked by the compiled check alone (the read-back's listing child
+    and every build start without jsonschema's tenth of a second); a refused one still gets
+    jsonschema's first error, with the file and the place in the document."""
+    import subprocess
+    import sys
+
+    record = tmp_path / "stage.json"
+    record.write_text(json.dumps({"format": 1}))
+    program = f"""
+import sys
+from pathlib import Path
+from fexstack import jsonio
+from fexstack.errors import StageError
+import overlays
+jsonio.validate({{"recipe": 1, "caches": []}}, "caches")
+print("jsonschema" in sys.modules)
+try:
+    jsonio.read_record(Path({str(record)!r}), "stage", error=StageError, what="stage record",
+                       hint="stage again")
+except StageError as exc:
+    print(exc.message)
+print("jsonschema" in sys.modules)
+"""
+    def run() -> list[str]:
+        done = subprocess.run([sys.executable, "-c", program], capture_output=True,
+                              text=True, check=True, cwd=Path(__file__).parents[1])
+        return done.stdout.splitlines()
+
+    said = run()
+    assert said[0] == "False"
+    assert said[1].startswith(f"{record}: does not match the stage schema at (top): ")
+    assert said[1].endswith("Additional properties are not allowed ('format' was unexpected)")
+    assert said[2] == "True"
