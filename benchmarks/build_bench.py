@@ -208,13 +208,13 @@ class BenchProject:
         sampler = RssSampler(proc.pid) if RSS["sample"] else None
         stdout, stderr = proc.communicate()
         seconds = time.perf_counter() - started
-        peak = sampler.stop() if sampler is not None else 0
+        peak, peak_pss = sampler.stop() if sampler is not None else (0, 0)
         if proc.returncode != 0:
             raise RuntimeError(
                 f"{' '.join(argv)} failed ({proc.returncode}) in {self.root}:\n"
                 f"{stdout[-4000:]}\n{stderr[-4000:]}"
             )
-        return Run(seconds, _task_times(stdout) if reporter else {}, peak)
+        return Run(seconds, _task_times(stdout) if reporter else {}, peak, peak_pss)
 
     def build(self, profile: Path | None = None) -> Run:
         return self.doit(f"overlay:{STACK}", profile=profile)
@@ -239,31 +239,40 @@ class Run:
     seconds: float
     tasks: Mapping[str, float] = field(default_factory=dict)  # task -> seconds (executed ones)
     peak_rss: int = 0  # bytes: peak of the summed RSS of the whole process tree (0: not sampled)
+    peak_pss: int = 0  # bytes: the same with each shared page split among its sharers
 
 
 RSS = {"sample": False}
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 
 
-def _tree_rss(root: int) -> int:
-    """Resident bytes of ``root`` and all its descendants (shared pages count in each)."""
-    total = 0
+def _tree_rss(root: int) -> tuple[int, int]:
+    """Resident bytes of ``root`` and all its descendants: summed RSS (a page a forked
+    process shares with its parent counts in each) and summed PSS (each shared page split
+    among the processes sharing it: what the tree holds in memory)."""
+    total = proportional = 0
     todo = [root]
     while todo:
         pid = todo.pop()
         try:
             with open(f"/proc/{pid}/statm", "rb") as fh:
                 total += int(fh.read().split()[1]) * PAGE_SIZE
+            with open(f"/proc/{pid}/smaps_rollup", "rb") as fh:
+                for line in fh:
+                    if line.startswith(b"Pss:"):
+                        proportional += int(line.split()[1]) * 1024  # kB
+                        break
             for task in os.listdir(f"/proc/{pid}/task"):
                 with open(f"/proc/{pid}/task/{task}/children", "rb") as fh:
                     todo.extend(int(c) for c in fh.read().split())
         except (OSError, ValueError):
             continue  # the process ended meanwhile
-    return total
+    return total, proportional
 
 
 class RssSampler:
-    """Samples the summed RSS of a process tree every ``interval`` seconds in a thread."""
+    """Samples the summed RSS and PSS of a process tree every ``interval`` seconds in a
+    thread (see :func:`_tree_rss`)."""
 
     def __init__(self, pid: int, interval: float = 0.02) -> None:
         import threading
@@ -271,19 +280,23 @@ class RssSampler:
         self.pid = pid
         self.interval = interval
         self.peak = 0
+        self.peak_pss = 0
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
         self._thread.start()
 
     def _loop(self) -> None:
         while not self._done.is_set():
-            self.peak = max(self.peak, _tree_rss(self.pid))
+            rss, pss = _tree_rss(self.pid)
+            self.peak = max(self.peak, rss)
+            self.peak_pss = max(self.peak_pss, pss)
             self._done.wait(self.interval)
 
-    def stop(self) -> int:
+    def stop(self) -> tuple[int, int]:
+        """The peaks: summed RSS, summed PSS (bytes)."""
         self._done.set()
         self._thread.join()
-        return self.peak
+        return self.peak, self.peak_pss
 
 
 def _task_times(stdout: str) -> dict[str, float]:
@@ -319,12 +332,14 @@ class Series:
     tasks: list[Mapping[str, float]] = field(default_factory=list)
     parts: list[Mapping[str, float]] = field(default_factory=list)  # sub-phases (baseline, floor)
     peak_rss: list[int] = field(default_factory=list)
+    peak_pss: list[int] = field(default_factory=list)
 
     def add(self, run: Run) -> None:
         self.seconds.append(round(run.seconds, 3))
         self.tasks.append(dict(run.tasks))
         if run.peak_rss:
             self.peak_rss.append(run.peak_rss)
+            self.peak_pss.append(run.peak_pss)
 
     @property
     def median(self) -> float:
@@ -348,6 +363,7 @@ class Series:
             doc["parts_median"] = self.median_of(self.parts)
         if self.peak_rss:
             doc["peak_rss_bytes"] = max(self.peak_rss)
+            doc["peak_pss_bytes"] = max(self.peak_pss)
         return doc
 
 
@@ -798,6 +814,7 @@ def render(doc: Mapping[str, Any]) -> str:
                 lines.append(f"    {part:<24}{seconds:>10.2f}")
         if "peak_rss_bytes" in figure:
             lines.append(f"    {'(peak RSS, MiB)':<24}{figure['peak_rss_bytes'] / 2**20:>10.0f}")
+            lines.append(f"    {'(peak PSS, MiB)':<24}{figure['peak_pss_bytes'] / 2**20:>10.0f}")
         if "outside_tasks_median" in figure:
             lines.append(f"    {'(outside tasks)':<24}{figure['outside_tasks_median']:>10.2f}")
     if "floor_decompress_only" in doc:
@@ -811,6 +828,7 @@ def render(doc: Mapping[str, Any]) -> str:
         lines.append(
             f"{'peak_rss_MiB':<28}{peak['bytes'] / 2**20:>10.0f}{'< 1024':>10}   {peak['met']}"
         )
+        lines.append(f"{'peak_pss_MiB':<28}{peak['pss_bytes'] / 2**20:>10.0f}")
     extra = doc.get("other_ratios", {})
     for name, value in extra.items():
         lines.append(f"{name:<28}{value:>10.3f}")
@@ -999,6 +1017,7 @@ def run_benchmark(
     if peaks:
         doc["peak_rss"] = {
             "bytes": max(peaks),
+            "pss_bytes": max(p for s in figures.values() for p in s.peak_pss),
             "limit": PEAK_RSS_LIMIT,
             "met": max(peaks) < PEAK_RSS_LIMIT,
         }

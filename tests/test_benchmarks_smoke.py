@@ -97,6 +97,7 @@ def test_small_benchmark_runs(tmp_path: Path, privileged: None) -> None:
     assert doc["fedora_tree"] == doc["floor_tree"]  # the recipe's image holds the same tree
     # the whole process tree's peak: more than the doit process alone could be, far below 1 GiB
     assert 20 * 2**20 < doc["figures"]["cold"]["peak_rss_bytes"] < 2**30
+    assert 0 < doc["figures"]["cold"]["peak_pss_bytes"] <= doc["figures"]["cold"]["peak_rss_bytes"]
     assert doc["peak_rss"]["met"] is True
     assert doc["ratios"]["cold_vs_faster_baseline"]["ratio"] > 0
     assert doc["machine"]["cores"] >= 1
@@ -125,3 +126,31 @@ def test_image_options_runs(tmp_path: Path, privileged: None) -> None:
     assert all(len(f["runs"]) == 1 for f in figures.values())
     assert doc["ratios_to_mkfs_workers_2"]["mkfs_workers_2"] == 1.0
     assert not list(tmp_path.glob("fexstack-image-options.*"))  # its scratch folder is gone
+
+
+def test_tree_memory_splits_the_pages_a_fork_shares() -> None:
+    """Summed RSS counts a page a forked child shares with its parent twice; PSS once."""
+    import subprocess
+    import sys
+
+    size = 96 * 2**20
+    program = f"""
+import os, sys, time
+data = bytearray(os.urandom(1024)) * ({size} // 1024)  # every page touched
+if os.fork() == 0:
+    time.sleep(60)
+    os._exit(0)
+print("ready", flush=True)
+time.sleep(60)
+"""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", program], stdout=subprocess.PIPE, text=True, start_new_session=True
+    )
+    try:
+        assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
+        rss, pss = build_bench._tree_rss(proc.pid)
+        assert rss > 2 * size  # the parent's and the child's copy of the same pages
+        assert size < pss < 1.5 * size  # the shared pages once
+    finally:
+        os.killpg(proc.pid, 9)  # the child and its fork
+        proc.wait()
