@@ -11,10 +11,11 @@ namespace: it goes away with the child however the child ends, and no other proc
 sees it.
 
 The child has no other thread, so it hashes in forked processes, which, unlike threads,
-do not queue for one interpreter lock (0.63 s instead of 1.04 s for a 290 MB image of
-28,865 files on 2 cores: benchmarks/RESULTS.md). The read-back of an image extracted with
-``fsck.erofs`` lists its copy through the same child (:func:`list_in_child`), for the same
-reason: the build process has threads running beside the read-back.
+do not queue for one interpreter lock (0.64-0.78 s instead of 0.79-1.05 s for a 290 MB
+image of 28,865 files on 2 cores: benchmarks/RESULTS.md). The read-back of an image
+extracted with ``fsck.erofs`` lists its copy through the same child
+(:func:`list_in_child`), for the same reason: the build process has threads running beside
+the read-back.
 
 Nothing is written: no extracted copy of the image, no 30,000 files created and deleted.
 The kernel's EROFS driver decodes every block that is hashed, so a file that does not
@@ -161,7 +162,7 @@ def _end_in_background() -> NoReturn:
     """End now, the answer written, and let the mount go away while the build goes on.
 
     The namespace, and with it the mount, ends when its last process does; unmounting
-    frees every page of the image the read-back decoded (0.17-0.19 s for 290 MB). A
+    frees every page of the image the read-back decoded (0.16-0.19 s for 290 MB). A
     forked copy that has let go of the pipes holds the namespace while this process
     exits; the copy then ends, and the mount with it. Nothing outlives that copy: it has
     no work left. Both skip the interpreter's teardown (freeing 30,000 entries one by

@@ -19,7 +19,8 @@ from typing import Any
 from fexstack import cores
 from fexstack.errors import ImageError
 
-# Hashing threads: reads and sha256 release the GIL; more than 4 gains nothing here.
+# Hashing workers (threads, or forked processes for a caller with no other thread):
+# more than 4 gains nothing here.
 HASH_JOBS = max(1, min(4, os.cpu_count() or 1))
 HASH_BATCH = 64  # files per task handed to a hashing worker
 HASH_BATCH_BYTES = 8 << 20  # ... or fewer files holding this many bytes
