@@ -78,6 +78,13 @@ def schema_error(obj: Any, schema_name: str) -> jsonschema.ValidationError | Non
     return next(iter(errors), None)  # the one Validator.validate would raise
 
 
+def mismatch(problem: jsonschema.ValidationError, schema_name: str) -> str:
+    """``does not match the <schema> schema at <where>: <what>``: a :func:`schema_error`
+    in the words every record's reader and writer uses."""
+    location = "/".join(str(p) for p in problem.absolute_path) or "(top)"
+    return f"does not match the {schema_name} schema at {location}: {problem.message}"
+
+
 def write(path: Path, obj: Any, schema_name: str | None = None, *, durable: bool = True) -> None:
     """Validate (when a schema is named) and write ``obj`` atomically as sorted JSON
     (``durable``: see :func:`fexstack.atomic.write_bytes`)."""
@@ -109,9 +116,5 @@ def read_record(
         raise error(f"{path}: not valid JSON ({what}): {exc}", hint) from exc
     problem = schema_error(doc, schema_name)
     if problem is not None:
-        location = "/".join(str(p) for p in problem.absolute_path) or "(top)"
-        raise error(
-            f"{path}: does not match the {schema_name} schema at {location}: {problem.message}",
-            hint,
-        ) from problem
+        raise error(f"{path}: {mismatch(problem, schema_name)}", hint) from problem
     return doc

@@ -27,8 +27,9 @@ ANNOTATIONS = frozenset(
 )
 SUPPORTED = frozenset(
     {"type", "enum", "const", "properties", "patternProperties", "required",
-     "additionalProperties", "items",
-     "minItems", "maxItems", "minimum", "maximum", "minLength", "maxLength", "pattern",
+     "additionalProperties", "prefixItems", "items", "uniqueItems",
+     "minItems", "maxItems", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum",
+     "minLength", "maxLength", "pattern",
      "propertyNames", "allOf", "oneOf", "anyOf", "not", "if", "then", "else", "$ref"}
 )
 
@@ -189,12 +190,17 @@ def _object_checks(schema: Mapping[str, Any], build: Callable[[Any], Check]) -> 
 
 def _array_checks(schema: Mapping[str, Any], build: Callable[[Any], Check]) -> list[Check]:
     out: list[Check] = []
+    prefix = [build(s) for s in schema.get("prefixItems", ())]
+    if prefix:
+        out.append(lambda v: not isinstance(v, list) or all(
+            check(x) for check, x in zip(prefix, v, strict=False)))
     if "items" in schema:
         item = build(schema["items"])
+        start = len(prefix)  # items applies to what prefixItems does not cover
 
         def items(v: Any) -> bool:
             if isinstance(v, list):
-                for x in v:
+                for x in v[start:] if start else v:
                     if not item(x):
                         return False
             return True
@@ -205,7 +211,18 @@ def _array_checks(schema: Mapping[str, Any], build: Callable[[Any], Check]) -> l
         out.append(lambda v: not isinstance(v, list) or len(v) >= low)
     if high is not None:
         out.append(lambda v: not isinstance(v, list) or len(v) <= high)
+    if schema.get("uniqueItems") is True:
+        out.append(_unique)
     return out
+
+
+def _unique(v: Any) -> bool:
+    """``uniqueItems``: no two items JSON-equal; lists of strings (the common case) by a set."""
+    if not isinstance(v, list):
+        return True
+    if all(isinstance(x, str) for x in v):
+        return len(set(v)) == len(v)
+    return not any(_equal(v[i], v[j]) for i in range(len(v)) for j in range(i))
 
 
 def _scalar_checks(schema: Mapping[str, Any]) -> list[Check]:
@@ -215,6 +232,11 @@ def _scalar_checks(schema: Mapping[str, Any]) -> list[Check]:
         out.append(lambda v: not _is_number(v) or v >= low)
     if high is not None:
         out.append(lambda v: not _is_number(v) or v <= high)
+    above, below = schema.get("exclusiveMinimum"), schema.get("exclusiveMaximum")
+    if above is not None:
+        out.append(lambda v: not _is_number(v) or v > above)
+    if below is not None:
+        out.append(lambda v: not _is_number(v) or v < below)
     short, long = schema.get("minLength"), schema.get("maxLength")
     if short is not None:
         out.append(lambda v: not isinstance(v, str) or len(v) >= short)

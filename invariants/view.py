@@ -32,8 +32,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import jsonschema
-
 from fexstack import atomic, command, digest, jsonio, paths
 from fexstack.errors import CheckError
 from invariants import elf, ldcache
@@ -215,16 +213,21 @@ def _extracted_index(root: Path, layer: str) -> Tree | None:
     if root.name != "tree" or folder.parent != paths.cache_dir() / "views":
         return None
     index_path = folder / "index.json"
+    unusable = None  # why the index is not used: the name of the exception
     try:
         data = jsonio.read(index_path)
-        jsonio.validate(data, INDEX_SCHEMA)
-        if data["image_sha256"] == folder.name:
+        problem = jsonio.schema_error(data, INDEX_SCHEMA)
+        if problem is not None:
+            unusable = type(problem).__name__
+        elif data["image_sha256"] == folder.name:
             return _tree_from_index(data, root, layer)
     except FileNotFoundError:
         pass  # not indexed yet
-    except (OSError, ValueError, jsonschema.ValidationError) as exc:
+    except (OSError, ValueError) as exc:
+        unusable = type(exc).__name__
+    if unusable is not None:
         log.warning("view index %s is not usable (%s); indexing the tree again", index_path,
-                    type(exc).__name__)
+                    unusable)
     tree = _walk(root, layer)
     data = {
         "version": INDEX_VERSION,

@@ -12,12 +12,13 @@ import re
 import tomllib
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
-
-import jsonschema
+from typing import TYPE_CHECKING, Any
 
 from fexstack import jsonio
 from fexstack.errors import ConfigError
+
+if TYPE_CHECKING:
+    import jsonschema
 
 _BARE_KEY_RE = re.compile(r"^[A-Za-z0-9_-]+$")
 _TOML_POS_RE = re.compile(r"\(at line (\d+), column (\d+)\)")
@@ -190,6 +191,10 @@ def validate(doc: dict[str, Any], schema_name: str, path: Path, header_depth: in
     One line per problem, ``FILE: KEY PATH: what is wrong``; with several problems each
     hint is prefixed with the key path it belongs to.
     """
+    if jsonio.schema_error(doc, schema_name) is None:
+        return  # the compiled check: jsonschema is loaded only to word what is wrong
+    import jsonschema  # here only: see above
+
     validator = jsonschema.Draft202012Validator(jsonio.schema(schema_name))
     errors = sorted(
         validator.iter_errors(doc), key=lambda e: ([str(p) for p in e.absolute_path], e.validator)

@@ -26,8 +26,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import jsonschema
-
 import fexstack
 from fexstack import command, jsonio
 from fexstack.digest import sha256_bytes, sha256_file
@@ -425,13 +423,9 @@ def write_manifest(path: Path, manifest: Manifest) -> None:
     """The one writer: validate ``manifest``'s document (its whole file list too) and write
     it atomically as sorted JSON; :class:`ImageError` if it does not match the schema."""
     doc = manifest.to_json()
-    try:
-        jsonio.validate(doc, SCHEMA)
-    except jsonschema.ValidationError as exc:
-        location = "/".join(str(p) for p in exc.absolute_path) or "(top)"
-        raise ImageError(
-            f"{path}: does not match the manifest schema at {location}: {exc.message}", REBUILD
-        ) from exc
+    problem = jsonio.schema_error(doc, SCHEMA)
+    if problem is not None:
+        raise ImageError(f"{path}: {jsonio.mismatch(problem, SCHEMA)}", REBUILD) from problem
     jsonio.write(path, doc)
 
 

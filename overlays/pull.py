@@ -216,8 +216,6 @@ def _fetch_config(
     where: str, rebuild: str,
 ) -> None:
     """Fetch the config blob, verify its digest and that it says what the annotations say."""
-    import jsonschema
-
     want, size = str(descriptor.get("digest")), descriptor.get("size")
     got, got_size = oci.fetch_blob(ref, want, dest, max_size=size)
     if got != want or got_size != size:
@@ -228,10 +226,13 @@ def _fetch_config(
         )
     try:
         config = jsonio.read(dest)
-        jsonio.validate(config, publish.CONFIG_SCHEMA)
-    except (ValueError, jsonschema.ValidationError) as exc:
+    except ValueError as exc:
         raise RegistryError(f"{where}: its config is not a fexstack overlay config: {exc}",
                             rebuild) from exc
+    problem = jsonio.schema_error(config, publish.CONFIG_SCHEMA)
+    if problem is not None:
+        raise RegistryError(f"{where}: its config is not a fexstack overlay config: {problem}",
+                            rebuild) from problem
     said = {
         "stack": (config["stack"], annotations.get(publish.ANN_STACK)),
         "base": ("sha256:" + config["base"]["image_sha256"], annotations.get(publish.ANN_BASE)),
@@ -314,17 +315,14 @@ def _verified(project: Project, name: str, record: dict[str, Any]) -> Pulled:
 
 def adoptable(project: Project, stack: Stack) -> dict[str, Any] | None:
     """The pull record of ``stack`` when it still applies (see the module's rule)."""
-    import jsonschema
-
     try:
         record = jsonio.read(record_path(project, stack.name))
-        jsonio.validate(record, RECORD_SCHEMA)
-        if not isinstance(record, dict):
+        if jsonio.schema_error(record, RECORD_SCHEMA) is not None or not isinstance(record, dict):
             return None
         if record.get("lock_sha256") != digest.sha256_file(project.lock_path(stack.name)):
             return None
         base_sha, gpu = publish.local_base(stack)
-    except (OSError, ValueError, jsonschema.ValidationError, FexstackError):
+    except (OSError, ValueError, FexstackError):
         return None
     if record.get("base_image_sha256") != f"sha256:{base_sha}":
         return None

@@ -28,8 +28,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import jsonschema
-
 import fexstack
 from fexstack.errors import ImageError
 from overlays.lockfile import Lock, LockedPackage
@@ -204,6 +202,8 @@ def schema() -> dict[str, Any]:
 
 def validate(doc: Any, where: str) -> None:
     """Check ``doc`` against the official SPDX 2.3 JSON schema; :class:`ImageError` if not."""
+    import jsonschema  # only where an SBOM is checked: every doit start imports this module
+
     try:
         jsonschema.Draft7Validator(schema()).validate(doc)
     except jsonschema.ValidationError as exc:

@@ -17,8 +17,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import jsonschema
-
 from fexstack import atomic, jsonio
 from overlays import pipeline
 from overlays.project import Project
@@ -97,9 +95,10 @@ def step_done(stamp: Path, file_dep: Sequence[str], config: Any) -> Callable[[],
     def check() -> bool:
         try:
             recorded = jsonio.read(stamp)
-            jsonio.validate(recorded, STAMP_SCHEMA)
-        except (OSError, ValueError, jsonschema.ValidationError):
-            return False  # missing or not a stamp: the step runs again
+        except (OSError, ValueError):
+            return False  # missing or not JSON: the step runs again
+        if jsonio.schema_error(recorded, STAMP_SCHEMA) is not None:
+            return False  # not a stamp: the step runs again
         return bool(recorded == _stamp(file_dep, config))
 
     return check
