@@ -205,7 +205,7 @@ class BenchProject:
             stderr=subprocess.PIPE,
             text=True,
         )
-        sampler = RssSampler(proc.pid) if RSS["sample"] else None
+        sampler = MemorySampler(proc.pid) if RSS["sample"] else None
         stdout, stderr = proc.communicate()
         seconds = time.perf_counter() - started
         peak, peak_pss = sampler.stop() if sampler is not None else (0, 0)
@@ -246,7 +246,7 @@ RSS = {"sample": False}
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 
 
-def _tree_rss(root: int) -> tuple[int, int]:
+def _tree_memory(root: int) -> tuple[int, int]:
     """Resident bytes of ``root`` and all its descendants: summed RSS (a page a forked
     process shares with its parent counts in each) and summed PSS (each shared page split
     among the processes sharing it: what the tree holds in memory)."""
@@ -270,9 +270,9 @@ def _tree_rss(root: int) -> tuple[int, int]:
     return total, proportional
 
 
-class RssSampler:
+class MemorySampler:
     """Samples the summed RSS and PSS of a process tree every ``interval`` seconds in a
-    thread (see :func:`_tree_rss`)."""
+    thread (see :func:`_tree_memory`)."""
 
     def __init__(self, pid: int, interval: float = 0.02) -> None:
         import threading
@@ -287,7 +287,7 @@ class RssSampler:
 
     def _loop(self) -> None:
         while not self._done.is_set():
-            rss, pss = _tree_rss(self.pid)
+            rss, pss = _tree_memory(self.pid)
             self.peak = max(self.peak, rss)
             self.peak_pss = max(self.peak_pss, pss)
             self._done.wait(self.interval)

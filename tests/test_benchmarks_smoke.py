@@ -148,7 +148,7 @@ time.sleep(60)
     )
     try:
         assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
-        rss, pss = build_bench._tree_rss(proc.pid)
+        rss, pss = build_bench._tree_memory(proc.pid)
         assert rss > 2 * size  # the parent's and the child's copy of the same pages
         assert size < pss < 1.5 * size  # the shared pages once
     finally:
